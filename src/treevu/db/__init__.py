@@ -1,0 +1,44 @@
+"""SQLAlchemy models, re-exported; migrations live in ``treevu.db.migrations``."""
+
+from treevu.db.base import Base, UtcDateTime, utcnow
+from treevu.db.engagement import (
+    RECOMMENDATION_EVENT_KINDS,
+    AuditLog,
+    RecommendationEvent,
+    RewardTier,
+    UserTier,
+)
+from treevu.db.inputs import EmployeeInputs, SurveyResponse
+from treevu.db.notifications import (
+    NOTIFICATION_STATUSES,
+    NotificationPreferences,
+    NotificationQueue,
+    WebsocketConnection,
+)
+from treevu.db.programs import Campaign, CampaignDelivery, Intervention
+from treevu.db.segments import EmployeeSegment, SegmentHistory
+from treevu.db.users import ROLES, User
+
+__all__ = [
+    "NOTIFICATION_STATUSES",
+    "RECOMMENDATION_EVENT_KINDS",
+    "ROLES",
+    "AuditLog",
+    "Base",
+    "Campaign",
+    "CampaignDelivery",
+    "EmployeeInputs",
+    "EmployeeSegment",
+    "Intervention",
+    "NotificationPreferences",
+    "NotificationQueue",
+    "RecommendationEvent",
+    "RewardTier",
+    "SegmentHistory",
+    "SurveyResponse",
+    "User",
+    "UserTier",
+    "UtcDateTime",
+    "WebsocketConnection",
+    "utcnow",
+]

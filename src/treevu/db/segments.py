@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, Numeric, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from treevu.db.base import Base, utcnow
+
+Score = Numeric(5, 2, asdecimal=False)
+
+
+class EmployeeSegment(Base):
+    """The original design's table, exact names kept; ``rule`` onwards are additions."""
+
+    __tablename__ = "employee_segments"
+    __table_args__ = (
+        Index("idx_segment", "segment"),
+        Index("idx_risk_level", "riskLevel"),
+        Index("idx_last_updated", "lastUpdated"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        "userId", Integer, ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    segment: Mapped[str] = mapped_column(String(50))
+    wellness_score: Mapped[float | None] = mapped_column("wellnessScore", Score)
+    fwi_score: Mapped[float | None] = mapped_column("fwiScore", Score)
+    spending_level: Mapped[str | None] = mapped_column("spendingLevel", String(20))
+    risk_level: Mapped[str | None] = mapped_column("riskLevel", String(20))
+    engagement_score: Mapped[float | None] = mapped_column("engagementScore", Score)
+    intervention_type: Mapped[str | None] = mapped_column("interventionType", String(50))
+    recommendation_count: Mapped[int] = mapped_column("recommendationCount", Integer, default=0)
+    last_updated: Mapped[datetime] = mapped_column("lastUpdated", default=utcnow)
+    rule: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    reasons: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    policy_version: Mapped[str | None] = mapped_column("policyVersion", String(32), nullable=True)
+    #: Fingerprint of the stored values, so a recompute writes only rows that changed.
+    profile_hash: Mapped[int | None] = mapped_column("profileHash", BigInteger, nullable=True)
+
+
+class SegmentHistory(Base):
+    """Every change of segment, for churn and cohorts."""
+
+    __tablename__ = "segment_history"
+    __table_args__ = (
+        Index("idx_segment_history_user_id", "userId"),
+        Index("idx_segment_history_changed_at", "changedAt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        "userId", Integer, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    from_segment: Mapped[str | None] = mapped_column("fromSegment", String(50), nullable=True)
+    to_segment: Mapped[str] = mapped_column("toSegment", String(50))
+    fwi_score: Mapped[float | None] = mapped_column("fwiScore", Score)
+    policy_version: Mapped[str | None] = mapped_column("policyVersion", String(32))
+    changed_at: Mapped[datetime] = mapped_column("changedAt", default=utcnow)
