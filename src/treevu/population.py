@@ -19,7 +19,10 @@ from numpy.typing import NDArray
 from treevu.segmentation.engine import Inputs
 
 ROLES: Final = ("employee", "manager", "counselor", "admin")
-EMPLOYEE, MANAGER, COUNSELOR, ADMIN = (np.int8(i) for i in range(4))
+EMPLOYEE: Final = np.int8(ROLES.index("employee"))
+MANAGER: Final = np.int8(ROLES.index("manager"))
+COUNSELOR: Final = np.int8(ROLES.index("counselor"))
+ADMIN: Final = np.int8(ROLES.index("admin"))
 ADMIN_EMAIL: Final = "admin@demo.treevu"
 ADMIN_NAME: Final = "Demo Admin"
 EMAIL_DOMAIN: Final = "demo.treevu"
@@ -48,36 +51,67 @@ TEAM_SIZE: Final = 8  # employees per manager, and line managers per senior mana
 COUNSELOR_CAPACITY: Final = (15, 40)  # open cases, inclusive
 
 #: Net monthly income: lognormal around ``INCOME_BASE`` times department and role pay.
-INCOME_BASE: Final = 3300.0
+INCOME_BASE: Final = 3595.0
 INCOME_SIGMA: Final = 0.40
 MANAGER_PAY: Final = 1.45
 SENIOR_MANAGER_PAY: Final = 1.90
 #: Correlation of income (log, within department and role) with financial resilience.
 INCOME_RESILIENCE: Final = 0.35
 #: Correlation of the engagement trait with financial resilience.
-ENGAGEMENT_RESILIENCE: Final = 0.35
+ENGAGEMENT_RESILIENCE: Final = 0.5
 
+#: Spending ratio (spending / income). Most people's ratio is a logistic curve below a soft cap
+#: (they cannot spend much more than they earn without credit); overspenders add an
+#: exponential excess on top, which makes the tail past 1.2.
 SPENDING_RATIO_MEDIAN: Final = 0.85
-SPENDING_RATIO_RESILIENCE: Final = 0.17  # log-ratio change per sd of resilience (lower is better)
-SPENDING_RATIO_NOISE: Final = 0.12
+SPENDING_RATIO_CAP: Final = 1.05
+SPENDING_RATIO_RESILIENCE: Final = 0.60  # logit change per sd of resilience
+SPENDING_RATIO_NOISE: Final = 0.40
+OVERSPENDER_SHARE: Final = 0.05  # at average resilience; more likely when resilience is low
+OVERSPENDER_RESILIENCE: Final = 0.8
+OVERSPEND_SCALE: Final = 0.30  # mean extra log-ratio of overspenders
+SPENDING_RATIO_RANGE: Final = (0.25, 2.5)  # clipped, so a freak draw stays believable
 
-BUFFER_MONTHS_MEDIAN: Final = 1.3  # savings / spending, at median income and ratio
-BUFFER_RESILIENCE: Final = 0.75
+BUFFER_MONTHS_MEDIAN: Final = 0.65  # savings / spending, at median income and ratio
+BUFFER_RESILIENCE: Final = 1.0
 BUFFER_SPENDING_ELASTICITY: Final = 2.0  # log-buffer drop per unit of log spending ratio
 BUFFER_INCOME_ELASTICITY: Final = 0.3
-BUFFER_NOISE: Final = 0.70
+BUFFER_NOISE: Final = 0.90
 
-DEBT_RATIO_MEAN: Final = 0.14
-DEBT_RATIO_SHAPE: Final = 2.0  # Beta(a, b) with a fixed, b set by the person's mean
-DEBT_RESILIENCE: Final = 0.40
+DEBT_RATIO_MEAN: Final = 0.135
+DEBT_RATIO_SHAPE: Final = 3.0  # Beta(a, b) with a fixed, b set by the person's mean
+DEBT_RESILIENCE: Final = 0.5
+
+#: EWA advances: zero-inflated Poisson. Whether someone uses EWA at all (a logistic in the
+#: spending ratio's excess over the median and in resilience), then how often.
+EWA_USER_SHARE: Final = 0.35  # at the median ratio and average resilience
+EWA_USE_RATIO_SLOPE: Final = 5.0
+EWA_USE_RESILIENCE: Final = 1.0
+EWA_RATE: Final = 1.0
+EWA_RATE_RATIO_SLOPE: Final = 3.0
+#: Alerts: Poisson, rate rising exponentially with the spending ratio's excess.
+ALERT_RATE: Final = 0.5
+ALERT_RATIO_SLOPE: Final = 1.5
+ALERT_RESILIENCE: Final = 0.35
+ALERT_RATE_MAX: Final = 12.0
 
 SURVEY_SHARE: Final = 0.35
 SURVEY_RANGE: Final = (14, 95)  # CFPB scale scores, self-administered, age 18-61
 SURVEY_MEAN: Final = 54.0
 SURVEY_RESILIENCE: Final = 11.0
 SURVEY_NOISE: Final = 7.0
+SURVEY_ENGAGEMENT: Final = 0.3  # engaged people answer the survey more often (logit per sd)
 
+#: Engagement, from the latent trait e: activeDays30d ~ Binomial(30, sigmoid(a + b*e));
+#: goalsCompleted90d and lessonsCompleted90d ~ Poisson(exp(a + b*e)).
+ACTIVE_DAYS_LOGIT: Final = (0.1, 1.5)
+GOALS_LOG_RATE: Final = (0.1, 0.8)
+LESSONS_LOG_RATE: Final = (0.9, 0.8)
+#: TreePoints = TREE_POINTS_MAX * sigmoid(a + b*t), t = 0.8*e + 0.6*noise (so t is standard
+#: normal); a and b put about 35/28/24/13% in the Seedling/Sprout/Rising Stars/Champions tiers.
 TREE_POINTS_MAX: Final = 8000.0
+TREE_POINTS_LOGIT: Final = (-1.33, 1.62)
+TREE_POINTS_ENGAGEMENT: Final = 0.8
 
 FIRST_NAMES: Final = (
     "Olivia", "Liam", "Emma", "Noah", "Ava", "Mateo", "Sophia", "Lucas", "Isabella", "Ethan",
@@ -222,7 +256,7 @@ def _draw_org(rng: np.random.Generator, counts: dict[str, int]) -> _Org:
 
 
 def _draw_names(rng: np.random.Generator, n: int) -> tuple[list[str], list[str]]:
-    """"First Last" names and unique ``first.last.<id>@demo.treevu`` emails."""
+    """Names from the small first/last lists, and unique ``first.last.<id>@…`` emails."""
     full = [f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES]
     slug = [f"{first.lower()}.{last.lower()}." for first in FIRST_NAMES for last in LAST_NAMES]
     pick = rng.integers(0, len(full), size=n).tolist()
@@ -233,8 +267,22 @@ def _draw_names(rng: np.random.Generator, n: int) -> tuple[list[str], list[str]]
     return names, emails
 
 
+def _correlated(rng: np.random.Generator, base: FloatArray, rho: float) -> FloatArray:
+    """A standard normal column with correlation ``rho`` to the standard normal ``base``."""
+    return rho * base + math.sqrt(1.0 - rho * rho) * rng.standard_normal(len(base))
+
+
+def _line(coefficients: tuple[float, float], x: FloatArray) -> FloatArray:
+    intercept, slope = coefficients
+    return intercept + slope * x
+
+
 def _sigmoid(x: FloatArray) -> FloatArray:
     return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
 
 
 def _draw_inputs(rng: np.random.Generator, org: _Org, has_inputs: NDArray[np.bool_]) -> Inputs:
@@ -245,12 +293,8 @@ def _draw_inputs(rng: np.random.Generator, org: _Org, has_inputs: NDArray[np.boo
     """
     n = len(org.role)
     income_noise = rng.standard_normal(n)
-    resilience = INCOME_RESILIENCE * income_noise + math.sqrt(
-        1.0 - INCOME_RESILIENCE**2
-    ) * rng.standard_normal(n)
-    engagement = ENGAGEMENT_RESILIENCE * resilience + math.sqrt(
-        1.0 - ENGAGEMENT_RESILIENCE**2
-    ) * rng.standard_normal(n)
+    resilience = _correlated(rng, income_noise, INCOME_RESILIENCE)
+    engagement = _correlated(rng, resilience, ENGAGEMENT_RESILIENCE)
 
     pay = np.asarray(DEPARTMENT_PAY)[org.department]
     pay = pay * np.where(
@@ -259,12 +303,18 @@ def _draw_inputs(rng: np.random.Generator, org: _Org, has_inputs: NDArray[np.boo
     log_pay = np.log(pay)
     income = INCOME_BASE * np.exp(log_pay + INCOME_SIGMA * income_noise)
 
-    log_ratio = (
-        math.log(SPENDING_RATIO_MEDIAN)
+    core_ratio = SPENDING_RATIO_CAP * _sigmoid(
+        _logit(SPENDING_RATIO_MEDIAN / SPENDING_RATIO_CAP)
         - SPENDING_RATIO_RESILIENCE * resilience
         + SPENDING_RATIO_NOISE * rng.standard_normal(n)
     )
-    spending = income * np.exp(log_ratio)
+    overspender = rng.random(n) < _sigmoid(
+        _logit(OVERSPENDER_SHARE) - OVERSPENDER_RESILIENCE * resilience
+    )
+    excess = np.where(overspender, rng.exponential(OVERSPEND_SCALE, size=n), 0.0)
+    ratio = np.clip(core_ratio * np.exp(excess), *SPENDING_RATIO_RANGE)
+    log_ratio = np.log(ratio)
+    spending = income * ratio
 
     log_buffer = (
         math.log(BUFFER_MONTHS_MEDIAN)
@@ -279,26 +329,32 @@ def _draw_inputs(rng: np.random.Generator, org: _Org, has_inputs: NDArray[np.boo
     debt_ratio = rng.beta(DEBT_RATIO_SHAPE, DEBT_RATIO_SHAPE * (1.0 - debt_mean) / debt_mean)
     debt = income * debt_ratio
 
-    ratio = np.exp(log_ratio)
     # Zero-inflated Poisson: most people never use EWA; overspenders use it more, and more often.
-    uses_ewa = rng.random(n) < _sigmoid(-1.7 + 5.0 * (ratio - 0.9) - 0.5 * resilience)
-    ewa = np.where(uses_ewa, rng.poisson(1.0 + 3.0 * np.maximum(ratio - 0.85, 0.0)), 0)
-    alerts = rng.poisson(0.35 * np.exp(3.5 * (ratio - SPENDING_RATIO_MEDIAN) - 0.35 * resilience))
+    over = ratio - SPENDING_RATIO_MEDIAN
+    uses_ewa = rng.random(n) < _sigmoid(
+        _logit(EWA_USER_SHARE) + EWA_USE_RATIO_SLOPE * over - EWA_USE_RESILIENCE * resilience
+    )
+    ewa_rate = EWA_RATE + EWA_RATE_RATIO_SLOPE * np.maximum(over, 0.0)
+    ewa = np.where(uses_ewa, rng.poisson(ewa_rate), 0)
+    alert_rate = ALERT_RATE * np.exp(ALERT_RATIO_SLOPE * over - ALERT_RESILIENCE * resilience)
+    alerts = rng.poisson(np.minimum(alert_rate, ALERT_RATE_MAX))
 
     low, high = SURVEY_RANGE
-    answered = rng.random(n) < _sigmoid(math.log(SURVEY_SHARE / (1 - SURVEY_SHARE)) + 0.3 * engagement)
+    answered = rng.random(n) < _sigmoid(_logit(SURVEY_SHARE) + SURVEY_ENGAGEMENT * engagement)
     survey_value = np.clip(
-        np.rint(SURVEY_MEAN + SURVEY_RESILIENCE * resilience + SURVEY_NOISE * rng.standard_normal(n)),
+        np.rint(
+            SURVEY_MEAN + SURVEY_RESILIENCE * resilience + SURVEY_NOISE * rng.standard_normal(n)
+        ),
         low,
         high,
     )
     survey = np.where(answered, survey_value, np.nan)
 
-    active_days = rng.binomial(30, _sigmoid(0.1 + 1.5 * engagement))
-    goals = rng.poisson(np.exp(0.1 + 0.8 * engagement))
-    lessons = rng.poisson(np.exp(0.9 + 0.8 * engagement))
-    points_latent = -1.33 + 1.62 * (0.8 * engagement + 0.6 * rng.standard_normal(n))
-    tree_points = np.rint(TREE_POINTS_MAX * _sigmoid(points_latent))
+    active_days = rng.binomial(30, _sigmoid(_line(ACTIVE_DAYS_LOGIT, engagement)))
+    goals = rng.poisson(np.exp(_line(GOALS_LOG_RATE, engagement)))
+    lessons = rng.poisson(np.exp(_line(LESSONS_LOG_RATE, engagement)))
+    points_trait = _correlated(rng, engagement, TREE_POINTS_ENGAGEMENT)
+    tree_points = np.rint(TREE_POINTS_MAX * _sigmoid(_line(TREE_POINTS_LOGIT, points_trait)))
 
     columns: list[FloatArray] = [
         np.round(income, 2),

@@ -240,7 +240,9 @@ def score(inputs: Inputs, policy: Policy) -> Profiles:
         SPENDING_LEVELS,
     )
     base_risk = _banded(fwi, policy.risk.fwi_bounds, policy.risk.otherwise, RISK_LEVELS)
-    raised_by_spending = spending_level == SPENDING_LEVELS.index(policy.risk.raise_on_spending_level)
+    raised_by_spending = spending_level == SPENDING_LEVELS.index(
+        policy.risk.raise_on_spending_level
+    )
     raised_by_alerts = inputs.alerts_30d >= policy.risk.raise_on_alerts_at_least
     raise_risk = raised_by_spending | raised_by_alerts
     risk_level = np.minimum(base_risk + raise_risk, len(RISK_LEVELS) - 1).astype(np.int8)

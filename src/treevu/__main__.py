@@ -1,0 +1,3 @@
+from treevu.cli import main
+
+main()

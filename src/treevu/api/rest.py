@@ -1,0 +1,176 @@
+"""REST transport under ``/api/v1``: each route parses, calls one service, returns its model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from treevu.api.deps import CurrentActor, ServicesDep
+from treevu.services import people, segmentation
+from treevu.services.people import (
+    EmployeeInputsIn,
+    PutInputs,
+    SubmitSurvey,
+    SurveyIn,
+    SurveyOut,
+    UserCreate,
+    UserListInput,
+    UserOut,
+    UserPage,
+)
+from treevu.services.segmentation import (
+    CampaignTargets,
+    CampaignTargetsInput,
+    CampaignType,
+    CurrentSegment,
+    Distribution,
+    Empty,
+    InterventionRecommendations,
+    RecommendationOut,
+    RecommendationsInput,
+    RecomputeOut,
+    SegmentEmployeesInput,
+    SegmentEmployeesPage,
+    SegmentInput,
+    SegmentName,
+    SegmentStats,
+    UserRef,
+    WellnessProfile,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+UserIdPath = Annotated[int, Path(alias="userId", ge=1)]
+SegmentPath = Annotated[SegmentName, Path()]
+Cursor = Annotated[str | None, Query()]
+RESPONSE_OPTIONS: dict[str, Any] = {"response_model_by_alias": True}
+
+
+@router.get("/me/profile", response_model=WellnessProfile, **RESPONSE_OPTIONS)
+async def my_profile(svc: ServicesDep, actor: CurrentActor) -> WellnessProfile:
+    return await segmentation.get_wellness_profile(svc, actor, UserRef())
+
+
+@router.get("/employees/{userId}/profile", response_model=WellnessProfile, **RESPONSE_OPTIONS)
+async def employee_profile(
+    user_id: UserIdPath, svc: ServicesDep, actor: CurrentActor
+) -> WellnessProfile:
+    return await segmentation.get_wellness_profile(svc, actor, UserRef(user_id=user_id))
+
+
+@router.get("/employees/{userId}/segment", response_model=CurrentSegment, **RESPONSE_OPTIONS)
+async def employee_segment(
+    user_id: UserIdPath, svc: ServicesDep, actor: CurrentActor
+) -> CurrentSegment:
+    return await segmentation.get_current_segment(svc, actor, UserRef(user_id=user_id))
+
+
+@router.get(
+    "/employees/{userId}/recommendations",
+    response_model=list[RecommendationOut],
+    **RESPONSE_OPTIONS,
+)
+async def employee_recommendations(
+    user_id: UserIdPath,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    limit: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> list[RecommendationOut]:
+    inp = RecommendationsInput(user_id=user_id, limit=limit)
+    return await segmentation.get_personalized_recommendations(svc, actor, inp)
+
+
+@router.put("/employees/{userId}/inputs", response_model=WellnessProfile, **RESPONSE_OPTIONS)
+async def put_inputs(
+    user_id: UserIdPath, body: EmployeeInputsIn, svc: ServicesDep, actor: CurrentActor
+) -> WellnessProfile:
+    return await people.put_inputs(svc, actor, PutInputs(user_id=user_id, inputs=body))
+
+
+@router.post("/employees/{userId}/survey", response_model=SurveyOut, **RESPONSE_OPTIONS)
+async def submit_survey(
+    user_id: UserIdPath, body: SurveyIn, svc: ServicesDep, actor: CurrentActor
+) -> SurveyOut:
+    return await people.submit_survey(svc, actor, SubmitSurvey(user_id=user_id, survey=body))
+
+
+@router.get("/users", response_model=UserPage, **RESPONSE_OPTIONS)
+async def list_users(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[UserListInput, Query()]
+) -> UserPage:
+    return await people.list_users(svc, actor, query)
+
+
+@router.post("/users", response_model=UserOut, status_code=201, **RESPONSE_OPTIONS)
+async def create_user(body: UserCreate, svc: ServicesDep, actor: CurrentActor) -> UserOut:
+    return await people.create_user(svc, actor, body)
+
+
+@router.get("/segments/distribution", response_model=Distribution, **RESPONSE_OPTIONS)
+async def segment_distribution(svc: ServicesDep, actor: CurrentActor) -> Distribution:
+    return await segmentation.get_segment_distribution(svc, actor, Empty())
+
+
+@router.get("/segments/risk-distribution", response_model=Distribution, **RESPONSE_OPTIONS)
+async def risk_distribution(svc: ServicesDep, actor: CurrentActor) -> Distribution:
+    return await segmentation.get_risk_distribution(svc, actor, Empty())
+
+
+@router.get("/segments/{segment}/stats", response_model=SegmentStats, **RESPONSE_OPTIONS)
+async def segment_stats(
+    segment: SegmentPath, svc: ServicesDep, actor: CurrentActor
+) -> SegmentStats:
+    return await segmentation.get_segment_stats(svc, actor, SegmentInput(segment=segment))
+
+
+@router.get(
+    "/segments/{segment}/employees", response_model=SegmentEmployeesPage, **RESPONSE_OPTIONS
+)
+async def segment_employees(
+    segment: SegmentPath,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Cursor = None,
+) -> SegmentEmployeesPage:
+    inp = SegmentEmployeesInput(segment=segment, limit=limit, cursor=cursor)
+    return await segmentation.get_segment_employees(svc, actor, inp)
+
+
+@router.get(
+    "/segments/{segment}/interventions",
+    response_model=InterventionRecommendations,
+    **RESPONSE_OPTIONS,
+)
+async def segment_interventions(
+    segment: SegmentPath, svc: ServicesDep, actor: CurrentActor
+) -> InterventionRecommendations:
+    inp = SegmentInput(segment=segment)
+    return await segmentation.get_intervention_recommendations(svc, actor, inp)
+
+
+@router.get(
+    "/segments/{segment}/campaign-targets", response_model=CampaignTargets, **RESPONSE_OPTIONS
+)
+async def campaign_targets(
+    segment: SegmentPath,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    campaign_type: Annotated[CampaignType, Query(alias="campaignType")],
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    cursor: Cursor = None,
+) -> CampaignTargets:
+    inp = CampaignTargetsInput(
+        segment=segment, campaign_type=campaign_type, limit=limit, cursor=cursor
+    )
+    return await segmentation.get_campaign_targets(svc, actor, inp)
+
+
+@router.post("/segments/recompute", response_model=RecomputeOut, **RESPONSE_OPTIONS)
+async def recompute_all(svc: ServicesDep, actor: CurrentActor) -> RecomputeOut:
+    return await segmentation.bulk_update_segments(svc, actor, Empty())
+
+
+@router.get("/segmentation/policy")
+async def policy(svc: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
+    return await segmentation.get_policy(svc, actor, Empty())

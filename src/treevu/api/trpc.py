@@ -1,0 +1,222 @@
+"""tRPC-compatible transport under ``/trpc`` (tRPC v10/v11 HTTP wire format, no transformer).
+
+Queries are ``GET /trpc/<path>?input=<json>``, mutations ``POST /trpc/<path>`` with a JSON body;
+``?batch=1`` takes comma-separated paths and inputs keyed "0", "1", …, and answers a JSON array.
+Results are ``{"result": {"data": …}}``; errors use tRPC's default error shape with JSON-RPC
+codes, so a stock ``@trpc/client`` can call every procedure in :data:`PROCEDURES`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from treevu.api.deps import authenticate
+from treevu.services import people, segmentation
+from treevu.services.context import Actor, Services
+from treevu.services.errors import ServiceError
+
+router = APIRouter(prefix="/trpc", include_in_schema=False)
+
+Handler = Callable[[Services, Actor, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure:
+    kind: Literal["query", "mutation"]
+    input_model: type[BaseModel]
+    handler: Handler
+
+
+def _q(model: type[BaseModel], handler: Handler) -> Procedure:
+    return Procedure("query", model, handler)
+
+
+def _m(model: type[BaseModel], handler: Handler) -> Procedure:
+    return Procedure("mutation", model, handler)
+
+
+S = segmentation
+PROCEDURES: dict[str, Procedure] = {
+    "segmentation.getWellnessProfile": _q(S.UserRef, S.get_wellness_profile),
+    "segmentation.getPersonalizedRecommendations": _q(
+        S.RecommendationsInput, S.get_personalized_recommendations
+    ),
+    "segmentation.getCurrentSegment": _q(S.UserRef, S.get_current_segment),
+    "segmentation.getSegmentStats": _q(S.SegmentInput, S.get_segment_stats),
+    "segmentation.getSegmentEmployees": _q(S.SegmentEmployeesInput, S.get_segment_employees),
+    "segmentation.getSegmentDistribution": _q(S.Empty, S.get_segment_distribution),
+    "segmentation.getRiskDistribution": _q(S.Empty, S.get_risk_distribution),
+    "segmentation.getInterventionRecommendations": _q(
+        S.SegmentInput, S.get_intervention_recommendations
+    ),
+    "segmentation.getCampaignTargets": _q(S.CampaignTargetsInput, S.get_campaign_targets),
+    "segmentation.getPolicy": _q(S.Empty, S.get_policy),
+    "segmentation.bulkUpdateSegments": _m(S.Empty, S.bulk_update_segments),
+    "segmentation.updateInputs": _m(people.PutInputs, people.put_inputs),
+    "segmentation.submitSurvey": _m(people.SubmitSurvey, people.submit_survey),
+    "users.list": _q(people.UserListInput, people.list_users),
+    "users.create": _m(people.UserCreate, people.create_user),
+}
+
+JSONRPC_CODES = {
+    "PARSE_ERROR": -32700,
+    "BAD_REQUEST": -32600,
+    "INTERNAL_SERVER_ERROR": -32603,
+    "UNAUTHORIZED": -32001,
+    "FORBIDDEN": -32003,
+    "NOT_FOUND": -32004,
+    "METHOD_NOT_SUPPORTED": -32005,
+    "CONFLICT": -32009,
+    "TOO_MANY_REQUESTS": -32029,
+}
+HTTP_STATUS = {
+    "PARSE_ERROR": 400,
+    "BAD_REQUEST": 400,
+    "INTERNAL_SERVER_ERROR": 500,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_SUPPORTED": 405,
+    "CONFLICT": 409,
+    "TOO_MANY_REQUESTS": 429,
+}
+
+
+class TrpcError(Exception):
+    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _error(exc: TrpcError, path: str) -> tuple[int, dict[str, Any]]:
+    status = HTTP_STATUS[exc.code]
+    return status, {
+        "error": {
+            "message": exc.message,
+            "code": JSONRPC_CODES[exc.code],
+            "data": {"code": exc.code, "httpStatus": status, "path": path},
+        }
+    }
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "input"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _call(
+    request: Request, path: str, method: str, raw_input: Any, actor: Actor | None
+) -> tuple[int, dict[str, Any], int | None]:
+    try:
+        procedure = PROCEDURES.get(path)
+        if procedure is None:
+            raise TrpcError("NOT_FOUND", f'No procedure found on path "{path}"')
+        expected = "GET" if procedure.kind == "query" else "POST"
+        if method != expected:
+            raise TrpcError(
+                "METHOD_NOT_SUPPORTED",
+                f'Unsupported {method}-request to {procedure.kind} procedure at path "{path}"',
+            )
+        if actor is None:
+            raise TrpcError("UNAUTHORIZED", "missing bearer token")
+        try:
+            inp = procedure.input_model.model_validate({} if raw_input is None else raw_input)
+        except ValidationError as exc:
+            raise TrpcError("BAD_REQUEST", _validation_message(exc)) from exc
+        services: Services = request.app.state.services
+        output = await procedure.handler(services, actor, inp)
+        data = (
+            output.model_dump(by_alias=True, mode="json")
+            if isinstance(output, BaseModel)
+            else (
+                [
+                    o.model_dump(by_alias=True, mode="json") if isinstance(o, BaseModel) else o
+                    for o in output
+                ]
+                if isinstance(output, list)
+                else output
+            )
+        )
+        return 200, {"result": {"data": data}}, None
+    except ServiceError as exc:
+        status, body = _error(TrpcError(exc.code, exc.message), path)
+        return status, body, exc.retry_after
+    except TrpcError as exc:
+        status, body = _error(exc, path)
+        return status, body, exc.retry_after
+
+
+async def _actor(request: Request) -> Actor | ServiceError | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return ServiceError("UNAUTHORIZED", "Authorization must be 'Bearer <token>'")
+    try:
+        return await authenticate(request.app.state.services, request.app.state.verifier, token)
+    except ServiceError as exc:
+        return exc
+
+
+async def _parse_inputs(request: Request, batch: bool, count: int) -> list[Any]:
+    """One input per call: from ``?input=`` for GET, the JSON body for POST."""
+    if request.method == "GET":
+        raw = request.query_params.get("input")
+        try:
+            decoded = None if raw in (None, "", "undefined") else json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise TrpcError("PARSE_ERROR", f"input: not valid JSON ({exc.msg})") from exc
+    else:
+        body = await request.body()
+        try:
+            decoded = json.loads(body) if body.strip() else None
+        except json.JSONDecodeError as exc:
+            raise TrpcError("PARSE_ERROR", f"body: not valid JSON ({exc.msg})") from exc
+    if not batch:
+        return [decoded]
+    if decoded is None:
+        return [None] * count
+    if not isinstance(decoded, dict):
+        raise TrpcError("BAD_REQUEST", 'input: a batch takes an object keyed "0", "1", …')
+    return [decoded.get(str(k)) for k in range(count)]
+
+
+@router.api_route("/{paths:path}", methods=["GET", "POST"])
+async def trpc_endpoint(paths: str, request: Request) -> JSONResponse:
+    batch = request.query_params.get("batch") in ("1", "true")
+    names = paths.split(",") if batch else [paths]
+    found = await _actor(request)
+    results: list[tuple[int, dict[str, Any], int | None]]
+    try:
+        inputs = await _parse_inputs(request, batch, len(names))
+    except TrpcError as exc:
+        results = [(*_error(exc, name), exc.retry_after) for name in names]
+    else:
+        results = []
+        for name, raw in zip(names, inputs, strict=True):
+            if isinstance(found, ServiceError):
+                status, body = _error(TrpcError(found.code, found.message), name)
+                results.append((status, body, None))
+            else:
+                results.append(await _call(request, name, request.method, raw, found))
+    statuses = {status for status, _, _ in results}
+    status = statuses.pop() if len(statuses) == 1 else 207
+    headers: dict[str, str] = {}
+    retry = [r for _, _, r in results if r is not None]
+    if retry:
+        headers["Retry-After"] = str(max(retry))
+    content: Any = [body for _, body, _ in results] if batch else results[0][1]
+    return JSONResponse(content, status_code=status, headers=headers)

@@ -1,0 +1,6 @@
+"""Entry point for ``uvicorn --workers N``: each worker process builds its own app."""
+
+from treevu.app import create_app
+from treevu.config import Settings
+
+app = create_app(Settings())

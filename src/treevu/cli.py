@@ -1,0 +1,329 @@
+"""The ``treevu`` command (Typer): parses arguments, then calls services."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from treevu.app import NotMigrated, check_migrated, create_app, make_engines
+from treevu.config import Settings
+from treevu.db import User
+from treevu.db.migrate import upgrade
+from treevu.population import ADMIN_EMAIL, generate_population
+from treevu.segmentation.engine import InputError, Inputs, profile_at, score
+from treevu.segmentation.policy import default_policy
+from treevu.segmentation.survey import SurveyError, score_survey
+from treevu.services.auth import mint_token
+from treevu.services.importer import ImportRejected, import_inputs, import_users
+from treevu.services.recompute import recompute
+from treevu.services.seed import write_population
+
+app = typer.Typer(help="Treevü Engage: notifications and financial-wellness segmentation.")
+db_app = typer.Typer(help="Database migrations.")
+segment_app = typer.Typer(help="Segmentation jobs.")
+import_app = typer.Typer(help="Load users or employee inputs from CSV.")
+app.add_typer(db_app, name="db")
+app.add_typer(segment_app, name="segment")
+app.add_typer(import_app, name="import")
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings().with_local_secrets()
+    except ValidationError as exc:
+        for e in exc.errors():
+            name = "TREEVU_" + "_".join(str(p) for p in e["loc"]).upper()
+            err.print(f"[red]invalid setting {name}: {e['msg']}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _bulk_engine(settings: Settings) -> Any:
+    async_engine, bulk = make_engines(settings)
+    async_engine.sync_engine.dispose()
+    return bulk
+
+
+def _require_migrated(settings: Settings) -> None:
+    try:
+        check_migrated(settings)
+    except NotMigrated as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+class _Bar:
+    """Adapts ``(stage, done, total)`` progress callbacks to a rich progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=max(total, 1))
+        self._progress.update(self._tasks[stage], completed=done, total=max(total, 1))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:>16}"),
+        BarColumn(),
+        TextColumn("{task.completed:>10,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all migrations to the configured database."""
+    settings = _settings()
+    settings.ensure_sqlite_dir()
+    upgrade(settings.sync_database_url)
+    out.print("database is at the newest migration")
+
+
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=5, help="how many users in all")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, help="random seed: same seed, same data")] = 1,
+) -> None:
+    """Write a deterministic synthetic company (replaces users with the same ids)."""
+    settings = _settings()
+    _require_migrated(settings)
+    population = generate_population(users, seed)
+    engine = _bulk_engine(settings)
+    with _progress() as progress:
+        write_population(engine, population, now=datetime.now(UTC), progress=_Bar(progress))
+    out.print(f"seeded {users:,} users (seed {seed}); admin is {ADMIN_EMAIL}")
+
+
+@segment_app.command("recompute")
+def segment_recompute(
+    all_users: Annotated[bool, typer.Option("--all", help="every active user")] = False,
+    user: Annotated[int | None, typer.Option("--user", min=1, help="one user id")] = None,
+) -> None:
+    """Recompute profiles and segments; writes only what changed."""
+    if all_users == (user is not None):
+        err.print("[red]give exactly one of --all or --user ID[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    _require_migrated(settings)
+    engine = _bulk_engine(settings)
+    with _progress() as progress:
+        result = recompute(
+            engine,
+            default_policy(),
+            now=datetime.now(UTC),
+            survey_valid_days=settings.survey_valid_days,
+            user_ids=None if user is None else [user],
+            progress=_Bar(progress),
+        )
+    if user is not None and result.scored == 0:
+        err.print(f"[red]user {user} has no inputs or is inactive[/red]")
+        raise typer.Exit(1)
+    # Events leave only after the commit above; without a server they are reported here.
+    moved = result.segment_changes
+    out.print(
+        f"scored {result.scored:,}, wrote {result.written:,} changed profiles, "
+        f"{len(moved):,} segment changes in {result.timings['total']:.2f}s"
+    )
+
+
+@app.command()
+def profile() -> None:
+    """Read inputs as JSON lines on stdin; print one profile a line. Stores nothing."""
+    policy = default_policy()
+    status = 0
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise InputError("line", "expected a JSON object")
+            record = _with_survey(record)
+            inputs = Inputs.from_records([record])
+        except json.JSONDecodeError as exc:
+            err.print(f"line {number}: not JSON: {exc.msg}")
+            status = 1
+            continue
+        except (InputError, SurveyError) as exc:
+            err.print(f"line {number}: {exc}")
+            status = 1
+            continue
+        p = profile_at(score(inputs, policy), 0, policy)
+        print(
+            json.dumps(
+                {
+                    "wellnessScore": round(p.wellness_score, 2),
+                    "fwiScore": round(p.fwi_score, 2),
+                    "spendingLevel": p.spending_level,
+                    "riskLevel": p.risk_level,
+                    "engagementScore": round(p.engagement_score, 2),
+                    "segment": p.segment,
+                    "interventionType": p.intervention_type,
+                    "rule": p.rule,
+                    "reasons": p.reasons,
+                    "policyVersion": policy.version,
+                }
+            )
+        )
+    raise typer.Exit(status)
+
+
+def _with_survey(record: dict[str, Any]) -> dict[str, Any]:
+    """``surveyAnswers``/``surveyAgeBand``/``surveyMode`` in place of ``surveyScore``."""
+    keys = ("surveyAnswers", "surveyAgeBand", "surveyMode")
+    if not any(k in record for k in keys):
+        return record
+    if "surveyScore" in record:
+        raise InputError("surveyScore", "give surveyScore or surveyAnswers, not both")
+    for k in keys:
+        if k not in record:
+            raise InputError(k, "is required with surveyAnswers")
+    result = score_survey(record["surveyAnswers"], record["surveyAgeBand"], record["surveyMode"])
+    rest = {k: v for k, v in record.items() if k not in keys}
+    rest["surveyScore"] = result.scale_score
+    return rest
+
+
+def _import(kind: str, file: Path, skip_invalid: bool) -> None:
+    settings = _settings()
+    _require_migrated(settings)
+    if not file.is_file():
+        err.print(f"[red]{file}: no such file[/red]")
+        raise typer.Exit(2)
+    engine = _bulk_engine(settings)
+    run = import_users if kind == "users" else import_inputs
+    with file.open(newline="", encoding="utf-8") as fh:
+        try:
+            report = run(engine, fh, skip_invalid=skip_invalid, now=datetime.now(UTC))
+        except ImportRejected as exc:
+            for e in exc.errors:
+                err.print(f"{file}:{e}")
+            err.print(f"[red]nothing imported: {len(exc.errors)} bad row(s)[/red]")
+            raise typer.Exit(1) from exc
+    for e in report.errors:
+        err.print(f"{file}:{e} (skipped)")
+    out.print(f"imported {report.applied:,} {kind}; skipped {len(report.errors):,}")
+
+
+@import_app.command("users")
+def import_users_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV: id,email,name,role,managerId,department")],
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid")] = False,
+) -> None:
+    """Load users; a bad row aborts the whole file unless --skip-invalid."""
+    _import("users", file, skip_invalid)
+
+
+@import_app.command("inputs")
+def import_inputs_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV: userId plus the input names")],
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid")] = False,
+) -> None:
+    """Load employee inputs; a bad row aborts the whole file unless --skip-invalid."""
+    _import("inputs", file, skip_invalid)
+
+
+@app.command()
+def token(
+    user: Annotated[int | None, typer.Option("--user", min=1)] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="seconds")] = 3600,
+) -> None:
+    """Mint a JWT for a user (sub = user id), signed with the configured secret."""
+    if (user is None) == (email is None):
+        err.print("[red]give exactly one of --user ID or --email EMAIL[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    engine = _bulk_engine(settings)
+    with Session(engine) as session:
+        stmt = select(User).where(User.id == user if user else User.email == email)
+        found = session.scalar(stmt)
+    if found is None:
+        err.print(f"[red]no user {user if user else email}[/red]")
+        raise typer.Exit(1)
+    if not found.is_active:
+        err.print(f"[red]user {found.id} is inactive[/red]")
+        raise typer.Exit(1)
+    try:
+        print(mint_token(settings, found.id, ttl))
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default TREEVU_HOST")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Run the server (HTTP and WebSocket on one port)."""
+    settings = _settings()
+    _require_migrated(settings)
+    if workers > 1 and not settings.redis_url:
+        err.print("[red]--workers > 1 needs TREEVU_REDIS_URL (notifications fan out through it)")
+        raise typer.Exit(2)
+    _run(settings, host or settings.host, port or settings.port, workers)
+
+
+def _run(settings: Settings, host: str, port: int, workers: int) -> None:
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    else:
+        uvicorn.run("treevu.asgi:app", host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
+    users: Annotated[int, typer.Option(min=5)] = 2000,
+) -> None:
+    """SQLite, a synthetic company, segmentation once, the server, and sign-in links."""
+    settings = _settings()
+    settings.ensure_sqlite_dir()
+    upgrade(settings.sync_database_url)
+    engine = _bulk_engine(settings)
+    with Session(engine) as session:
+        has_admin = session.scalar(select(User.id).where(User.email == ADMIN_EMAIL))
+    if has_admin is None:
+        out.print(f"creating a synthetic company of {users:,} people …")
+        write_population(engine, generate_population(users, 1), now=datetime.now(UTC))
+    result = recompute(engine, default_policy(), now=datetime.now(UTC))
+    out.print(f"segmentation: {result.scored:,} profiles, {result.written:,} written")
+    with Session(engine) as session:
+        people = {
+            role: session.scalar(select(User).where(User.role == role).order_by(User.id))
+            for role in ("employee", "manager", "counselor", "admin")
+        }
+    base = f"http://127.0.0.1:{port}"
+    out.print(f"\nTreevü Engage is running on {base}  (API docs: {base}/docs)\n")
+    for role, person in people.items():
+        if person is None:
+            continue
+        jwt = mint_token(settings, person.id, 7 * 24 * 3600)
+        out.print(f"[bold]{role:>9}[/bold] {person.name} <{person.email}>")
+        out.print(f"          curl -H 'Authorization: Bearer {jwt}' {base}/api/v1/me/profile")
+    out.print("\nCtrl-C stops it; running `treevu demo` again reuses the data.\n")
+    _run(settings, "127.0.0.1", port, 1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,74 @@
+"""What every use case receives: who is asking, and the resources the app's lifespan owns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from cachetools import TTLCache
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from treevu.config import Settings
+from treevu.segmentation.policy import Policy
+from treevu.services.errors import forbidden
+from treevu.services.events import EventBus
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    user_id: int
+    role: str
+    manager_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise forbidden("admins only")
+
+
+class StatsCache:
+    """Admin statistics, cached until the data changes or the TTL runs out.
+
+    Each entry is keyed by the newest ``employee_segments.lastUpdated`` (an indexed MAX, cheap on
+    every backend), so a recompute from any process — the CLI, another node — invalidates it.
+    """
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self._entries: TTLCache[Hashable, Any] = TTLCache(maxsize=4096, ttl=max(ttl_seconds, 1))
+        self._enabled = ttl_seconds > 0
+
+    async def get(self, key: Hashable, version: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        if not self._enabled:
+            return await compute()
+        full = (key, version)
+        if full in self._entries:
+            value: T = self._entries[full]
+            return value
+        value = await compute()
+        self._entries[full] = value
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass(slots=True)
+class Services:
+    """Resources shared by all use cases; created and closed by the app's lifespan or the CLI."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    bulk_engine: Engine
+    policy: Policy
+    clock: Clock
+    events: EventBus = field(default_factory=EventBus)
+    stats_cache: StatsCache = field(default_factory=lambda: StatsCache(3600))

@@ -1,0 +1,228 @@
+"""CSV import of users and employee inputs: every row checked before anything is written.
+
+A bad row is reported with its line number and field. Without ``skip_invalid`` one bad row means
+nothing of the file is applied; with it, the good rows are applied and the bad ones reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from treevu.db import EmployeeInputs, User
+from treevu.db.users import ROLES
+from treevu.segmentation.engine import INPUT_NAMES, InputError, validate_record
+
+USER_COLUMNS = ("id", "email", "name", "role", "managerId", "department")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.message}"
+
+
+@dataclass(slots=True)
+class ImportReport:
+    applied: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+class ImportRejected(Exception):
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors[:20]))
+        self.errors = errors
+
+
+def _reader(lines: Iterable[str], required: tuple[str, ...]) -> csv.DictReader[str]:
+    reader = csv.DictReader(lines)
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ImportRejected([RowError(1, missing[0], "missing column in the header")])
+    return reader
+
+
+def _int(line: int, name: str, text: str | None, *, optional: bool = False) -> int | None:
+    if text is None or text.strip() == "":
+        if optional:
+            return None
+        raise _RowProblem(RowError(line, name, "is required"))
+    try:
+        return int(text)
+    except ValueError:
+        raise _RowProblem(RowError(line, name, f"not a whole number: {text!r}")) from None
+
+
+class _RowProblem(Exception):
+    def __init__(self, error: RowError) -> None:
+        self.error = error
+
+
+def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowError]]:
+    reader = _reader(lines, ("email", "name"))
+    rows: list[dict[str, Any]] = []
+    errors: list[RowError] = []
+    seen: set[str] = set()
+    for record in reader:
+        line = reader.line_num
+        try:
+            if None in record:
+                raise _RowProblem(RowError(line, "row", "more fields than the header"))
+            email = (record.get("email") or "").strip().lower()
+            if "@" not in email or email.startswith("@") or email.endswith("@"):
+                raise _RowProblem(RowError(line, "email", f"not an e-mail address: {email!r}"))
+            if email in seen:
+                raise _RowProblem(RowError(line, "email", f"{email} appears twice in the file"))
+            name = (record.get("name") or "").strip()
+            if not name:
+                raise _RowProblem(RowError(line, "name", "is required"))
+            role = (record.get("role") or "employee").strip()
+            if role not in ROLES:
+                raise _RowProblem(
+                    RowError(line, "role", f"unknown role {role!r}; one of {', '.join(ROLES)}")
+                )
+            rows.append(
+                {
+                    "id": _int(line, "id", record.get("id"), optional=True),
+                    "email": email,
+                    "name": name,
+                    "role": role,
+                    "managerId": _int(line, "managerId", record.get("managerId"), optional=True),
+                    "department": (record.get("department") or "").strip() or None,
+                    "_line": line,
+                }
+            )
+            seen.add(email)
+        except _RowProblem as problem:
+            errors.append(problem.error)
+    return rows, errors
+
+
+def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowError]]:
+    required = tuple(n for n in INPUT_NAMES if n != "surveyScore")
+    reader = _reader(lines, ("userId", *required))
+    rows: list[dict[str, Any]] = []
+    errors: list[RowError] = []
+    for record in reader:
+        line = reader.line_num
+        try:
+            if None in record:
+                raise _RowProblem(RowError(line, "row", "more fields than the header"))
+            user_id = _int(line, "userId", record.get("userId"))
+            values: dict[str, Any] = {}
+            for name in INPUT_NAMES:
+                text = (record.get(name) or "").strip()
+                if text == "":
+                    values[name] = None
+                    continue
+                try:
+                    values[name] = float(text)
+                except ValueError:
+                    raise _RowProblem(
+                        RowError(line, name, f"must be a number, got {text!r}")
+                    ) from None
+            try:
+                checked: dict[str, Any] = dict(validate_record(values))
+            except InputError as exc:
+                raise _RowProblem(RowError(line, exc.field, exc.message)) from exc
+            rows.append({**checked, "userId": user_id, "_line": line})
+        except _RowProblem as problem:
+            errors.append(problem.error)
+    return rows, errors
+
+
+def _insert_for(engine: Engine) -> Any:
+    return {"mysql": mysql.insert, "postgresql": postgresql.insert, "sqlite": sqlite.insert}[
+        engine.dialect.name
+    ]
+
+
+def import_users(
+    engine: Engine, lines: Iterable[str], *, skip_invalid: bool, now: datetime
+) -> ImportReport:
+    rows, errors = parse_users(lines)
+    with Session(engine) as session, session.begin():
+        known = {u for u in session.scalars(select(User.id))}
+        ids_in_file = {r["id"] for r in rows if r["id"] is not None}
+        good: list[dict[str, Any]] = []
+        for row in rows:
+            manager = row["managerId"]
+            if manager is not None and manager not in known and manager not in ids_in_file:
+                errors.append(RowError(row["_line"], "managerId", f"no user {manager}"))
+                continue
+            good.append(row)
+        return _apply(errors, skip_invalid, len(good), lambda: _write_users(session, good, now))
+
+
+def import_inputs(
+    engine: Engine, lines: Iterable[str], *, skip_invalid: bool, now: datetime
+) -> ImportReport:
+    rows, errors = parse_inputs(lines)
+    with Session(engine) as session, session.begin():
+        known = {u for u in session.scalars(select(User.id))}
+        good = []
+        for row in rows:
+            if row["userId"] not in known:
+                errors.append(RowError(row["_line"], "userId", f"no user {row['userId']}"))
+                continue
+            good.append(row)
+        insert = _insert_for(engine)
+
+        def write() -> None:
+            for row in good:
+                values: dict[str, Any] = {
+                    "userId": row["userId"],
+                    "updatedAt": now,
+                    **{n: row[n] for n in INPUT_NAMES if n != "surveyScore"},
+                }
+                if not math.isnan(row["surveyScore"]):
+                    values["surveyScore"] = row["surveyScore"]
+                    values["surveyAt"] = now
+                stmt = insert(EmployeeInputs.__table__).values(values)
+                update = {k: v for k, v in values.items() if k != "userId"}
+                if engine.dialect.name == "mysql":
+                    stmt = stmt.on_duplicate_key_update(**update)
+                else:
+                    stmt = stmt.on_conflict_do_update(index_elements=["userId"], set_=update)
+                session.execute(stmt)
+
+        return _apply(errors, skip_invalid, len(good), write)
+
+
+def _apply(errors: list[RowError], skip_invalid: bool, count: int, write: Any) -> ImportReport:
+    errors.sort(key=lambda e: e.line)
+    if errors and not skip_invalid:
+        raise ImportRejected(errors)
+    write()
+    return ImportReport(applied=count, errors=errors)
+
+
+def _write_users(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
+    # Users with an id are written in id order so managers exist before their reports.
+    for row in sorted(rows, key=lambda r: (r["id"] is None, r["id"] or 0)):
+        existing = session.scalar(select(User).where(User.email == row["email"]))
+        user = existing or User(email=row["email"], created_at=now, is_active=True)
+        if row["id"] is not None and existing is None:
+            user.id = row["id"]
+        user.name = row["name"]
+        user.role = row["role"]
+        user.manager_id = row["managerId"]
+        user.department = row["department"]
+        session.add(user)
+        session.flush()
+
+
+Kind = Literal["users", "inputs"]

@@ -1,0 +1,555 @@
+"""Segmentation use cases: profiles, recommendations, admin statistics, recompute."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Literal
+
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from treevu.db import EmployeeInputs, EmployeeSegment, Intervention, RecommendationEvent, User
+from treevu.segmentation.engine import Inputs, score
+from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS
+from treevu.segmentation.recommendations import CATALOG, rank_recommendations
+from treevu.services.context import Actor, Services
+from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
+from treevu.services.recompute import RecomputeResult, recompute
+
+SegmentName = Literal[
+    "crisis_intervention", "at_risk", "financial_champions", "rising_stars", "steady_performers"
+]
+CampaignType = Literal["retention", "engagement", "education", "intervention", "promotion"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Empty(Model):
+    pass
+
+
+class UserRef(Model):
+    user_id: int | None = Field(default=None, alias="userId", ge=1)
+
+
+class WellnessProfile(Model):
+    user_id: int = Field(alias="userId")
+    wellness_score: float = Field(alias="wellnessScore")
+    fwi_score: float = Field(alias="fwiScore")
+    spending_level: str = Field(alias="spendingLevel")
+    risk_level: str = Field(alias="riskLevel")
+    engagement_score: float = Field(alias="engagementScore")
+    segment: str
+    intervention_type: str = Field(alias="interventionType")
+    recommendation_count: int = Field(alias="recommendationCount")
+    rule: str | None
+    reasons: list[str]
+    last_updated: datetime = Field(alias="lastUpdated")
+
+
+class CurrentSegment(Model):
+    user_id: int = Field(alias="userId")
+    segment: str
+    intervention_type: str = Field(alias="interventionType")
+    rule: str | None
+    reasons: list[str]
+    last_updated: datetime = Field(alias="lastUpdated")
+
+
+class RecommendationsInput(Model):
+    user_id: int | None = Field(default=None, alias="userId", ge=1)
+    limit: int = Field(default=5, ge=1, le=50)
+
+
+class RecommendationOut(Model):
+    id: str
+    rank: int
+    title: str
+    description: str
+    category: str
+    reason: str
+
+
+class SegmentInput(Model):
+    segment: SegmentName
+
+
+class SegmentStats(Model):
+    segment: str
+    count: int
+    percentage: float
+    avg_wellness_score: float | None = Field(alias="avgWellnessScore")
+    avg_fwi_score: float | None = Field(alias="avgFwiScore")
+    avg_engagement_score: float | None = Field(alias="avgEngagementScore")
+    risk_distribution: dict[str, int] = Field(alias="riskDistribution")
+    spending_distribution: dict[str, int] = Field(alias="spendingDistribution")
+    intervention_type: str = Field(alias="interventionType")
+
+
+class SegmentEmployeesInput(Model):
+    segment: SegmentName
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class SegmentEmployee(Model):
+    user_id: int = Field(alias="userId")
+    name: str
+    email: str
+    department: str | None
+    wellness_score: float = Field(alias="wellnessScore")
+    fwi_score: float = Field(alias="fwiScore")
+    engagement_score: float = Field(alias="engagementScore")
+    risk_level: str = Field(alias="riskLevel")
+    spending_level: str = Field(alias="spendingLevel")
+
+
+class SegmentEmployeesPage(Model):
+    items: list[SegmentEmployee]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class Bucket(Model):
+    name: str
+    count: int
+    percentage: float
+
+
+class Distribution(Model):
+    total: int
+    buckets: list[Bucket]
+
+
+class InterventionRecommendations(Model):
+    segment: str
+    intervention_type: str = Field(alias="interventionType")
+    employee_count: int = Field(alias="employeeCount")
+    actions: list[str]
+    recommendations: list[RecommendationOut]
+
+
+class CampaignTargetsInput(Model):
+    segment: SegmentName
+    campaign_type: CampaignType = Field(alias="campaignType")
+    limit: int = Field(default=1000, ge=1, le=10000)
+    cursor: str | None = None
+
+
+class CampaignTargets(Model):
+    segment: str
+    campaign_type: str = Field(alias="campaignType")
+    total: int
+    items: list[int]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class RecomputeOut(Model):
+    scored: int
+    written: int
+    segment_changes: int = Field(alias="segmentChanges")
+    seconds: float
+
+
+#: What each segment's intervention consists of, for admins planning outreach.
+INTERVENTION_ACTIONS: dict[str, list[str]] = {
+    "crisis_intervention": [
+        "Assign a counselor within one business day",
+        "Offer emergency hardship support and a debt-management plan",
+        "Alert the manager without financial details",
+    ],
+    "at_risk": [
+        "Invite to a financial-counseling session",
+        "Enrol in budget optimisation lessons",
+        "Check in again after the next recompute",
+    ],
+    "financial_champions": [
+        "Invite to the peer-advocacy program",
+        "Offer exclusive benefits",
+    ],
+    "rising_stars": [
+        "Pair with a mentor",
+        "Offer advanced wealth-planning content",
+    ],
+    "steady_performers": [
+        "Suggest investment and savings optimisation",
+        "Encourage a new goal",
+    ],
+}
+
+#: Which engagement level a campaign type aims at, to order targets most-relevant first.
+CAMPAIGN_ORDER: dict[str, Any] = {
+    "retention": EmployeeSegment.engagement_score.desc(),
+    "engagement": EmployeeSegment.engagement_score.asc(),
+    "education": EmployeeSegment.fwi_score.asc(),
+    "intervention": EmployeeSegment.fwi_score.asc(),
+    "promotion": EmployeeSegment.wellness_score.desc(),
+}
+
+
+def _encode_cursor(value: int) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """Opaque cursors carry the last id seen; a malformed one is a clear 400."""
+    if cursor is None:
+        return None
+    try:
+        value = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request("cursor", "not a cursor returned by this API") from exc
+    return value
+
+
+def page_cursor(ids: list[int], limit: int) -> str | None:
+    return _encode_cursor(ids[-1]) if len(ids) == limit and ids else None
+
+
+async def can_view_employee(svc: Services, actor: Actor, user_id: int) -> bool:
+    """The employee themself, an admin, or a counselor with an intervention for them."""
+    if actor.user_id == user_id or actor.is_admin:
+        return True
+    if actor.role == "counselor":
+        async with svc.sessions() as session:
+            found = await session.scalar(
+                select(Intervention.id)
+                .where(Intervention.user_id == user_id, Intervention.counselor_id == actor.user_id)
+                .limit(1)
+            )
+        return found is not None
+    return False
+
+
+async def _target(svc: Services, actor: Actor, user_id: int | None) -> int:
+    target = actor.user_id if user_id is None else user_id
+    if not await can_view_employee(svc, actor, target):
+        raise forbidden("you may only see your own profile")
+    return target
+
+
+async def _stored_profile(svc: Services, user_id: int) -> EmployeeSegment:
+    async with svc.sessions() as session:
+        row = await session.scalar(
+            select(EmployeeSegment).where(EmployeeSegment.user_id == user_id)
+        )
+    if row is None:
+        raise not_found(f"no profile for user {user_id}: no inputs yet, or not recomputed")
+    return row
+
+
+def _profile_out(row: EmployeeSegment) -> WellnessProfile:
+    return WellnessProfile(
+        user_id=row.user_id,
+        wellness_score=float(row.wellness_score or 0),
+        fwi_score=float(row.fwi_score or 0),
+        spending_level=row.spending_level or "",
+        risk_level=row.risk_level or "",
+        engagement_score=float(row.engagement_score or 0),
+        segment=row.segment,
+        intervention_type=row.intervention_type or "",
+        recommendation_count=row.recommendation_count,
+        rule=row.rule,
+        reasons=row.reasons.split(",") if row.reasons else [],
+        last_updated=row.last_updated,
+    )
+
+
+async def get_wellness_profile(svc: Services, actor: Actor, inp: UserRef) -> WellnessProfile:
+    return _profile_out(await _stored_profile(svc, await _target(svc, actor, inp.user_id)))
+
+
+async def get_current_segment(svc: Services, actor: Actor, inp: UserRef) -> CurrentSegment:
+    p = _profile_out(await _stored_profile(svc, await _target(svc, actor, inp.user_id)))
+    return CurrentSegment(
+        user_id=p.user_id,
+        segment=p.segment,
+        intervention_type=p.intervention_type,
+        rule=p.rule,
+        reasons=p.reasons,
+        last_updated=p.last_updated,
+    )
+
+
+async def get_personalized_recommendations(
+    svc: Services, actor: Actor, inp: RecommendationsInput
+) -> list[RecommendationOut]:
+    user_id = await _target(svc, actor, inp.user_id)
+    async with svc.sessions() as session:
+        row = await session.get(EmployeeInputs, user_id)
+        if row is None:
+            raise not_found(f"no inputs for user {user_id}")
+        excluded = set(
+            await session.scalars(
+                select(RecommendationEvent.recommendation_id).where(
+                    RecommendationEvent.user_id == user_id,
+                    RecommendationEvent.kind.in_(("dismissed", "completed")),
+                )
+            )
+        )
+    inputs = Inputs.from_records([input_record(row, svc)])
+    profiles = score(inputs, svc.policy)
+    ranked = rank_recommendations(inputs, profiles, 0, excluded=excluded, limit=inp.limit)
+    return [
+        RecommendationOut(
+            id=r.item.id,
+            rank=r.rank,
+            title=r.item.title,
+            description=r.item.description,
+            category=r.item.category,
+            reason=r.reason,
+        )
+        for r in ranked
+    ]
+
+
+def input_record(row: EmployeeInputs, svc: Services) -> dict[str, Any]:
+    """A stored input row as the engine's camelCase record (stale surveys dropped)."""
+    survey_recent = (
+        row.survey_at is not None
+        and (svc.clock() - row.survey_at).days < svc.settings.survey_valid_days
+    )
+    return {
+        "monthlyIncome": row.monthly_income,
+        "monthlySpending": row.monthly_spending,
+        "savingsBalance": row.savings_balance,
+        "monthlyDebtPayments": row.monthly_debt_payments,
+        "ewaAdvances30d": row.ewa_advances_30d,
+        "alerts30d": row.alerts_30d,
+        "surveyScore": row.survey_score if survey_recent else None,
+        "activeDays30d": row.active_days_30d,
+        "goalsCompleted90d": row.goals_completed_90d,
+        "lessonsCompleted90d": row.lessons_completed_90d,
+        "treePoints": row.tree_points,
+    }
+
+
+async def _data_version(svc: Services) -> Any:
+    async with svc.sessions() as session:
+        return await session.scalar(select(func.max(EmployeeSegment.last_updated)))
+
+
+async def _grouped(svc: Services, column: Any, where: Any = None) -> dict[str, int]:
+    stmt = select(column, func.count()).group_by(column)
+    if where is not None:
+        stmt = stmt.where(where)
+    async with svc.sessions() as session:
+        return {str(k): int(v) for k, v in (await session.execute(stmt)).all()}
+
+
+def _distribution(counts: dict[str, int], names: tuple[str, ...]) -> Distribution:
+    total = sum(counts.values())
+    return Distribution(
+        total=total,
+        buckets=[
+            Bucket(
+                name=name,
+                count=counts.get(name, 0),
+                percentage=round(100 * counts.get(name, 0) / total, 2) if total else 0.0,
+            )
+            for name in names
+        ],
+    )
+
+
+async def get_segment_distribution(svc: Services, actor: Actor, inp: Empty) -> Distribution:
+    actor.require_admin()
+
+    async def compute() -> Distribution:
+        return _distribution(await _grouped(svc, EmployeeSegment.segment), SEGMENTS)
+
+    return await svc.stats_cache.get("segments", await _data_version(svc), compute)
+
+
+async def get_risk_distribution(svc: Services, actor: Actor, inp: Empty) -> Distribution:
+    actor.require_admin()
+
+    async def compute() -> Distribution:
+        counts = await _grouped(svc, EmployeeSegment.risk_level)
+        return _distribution(counts, tuple(reversed(RISK_LEVELS)))
+
+    return await svc.stats_cache.get("risk", await _data_version(svc), compute)
+
+
+async def get_segment_stats(svc: Services, actor: Actor, inp: SegmentInput) -> SegmentStats:
+    actor.require_admin()
+    segment = inp.segment
+
+    async def compute() -> SegmentStats:
+        where = EmployeeSegment.segment == segment
+        async with svc.sessions() as session:
+            count, wellness, fwi, engagement = (
+                await session.execute(
+                    select(
+                        func.count(),
+                        func.avg(EmployeeSegment.wellness_score),
+                        func.avg(EmployeeSegment.fwi_score),
+                        func.avg(EmployeeSegment.engagement_score),
+                    ).where(where)
+                )
+            ).one()
+            total = await session.scalar(select(func.count()).select_from(EmployeeSegment))
+        risk = await _grouped(svc, EmployeeSegment.risk_level, where)
+        spending = await _grouped(svc, EmployeeSegment.spending_level, where)
+        rule = next(r for r in svc.policy.rules if r.segment == segment)
+        return SegmentStats(
+            segment=segment,
+            count=int(count),
+            percentage=round(100 * count / total, 2) if total else 0.0,
+            avg_wellness_score=None if wellness is None else round(float(wellness), 2),
+            avg_fwi_score=None if fwi is None else round(float(fwi), 2),
+            avg_engagement_score=None if engagement is None else round(float(engagement), 2),
+            risk_distribution={r: risk.get(r, 0) for r in RISK_LEVELS},
+            spending_distribution={s: spending.get(s, 0) for s in SPENDING_LEVELS},
+            intervention_type=rule.intervention_type,
+        )
+
+    return await svc.stats_cache.get(("stats", segment), await _data_version(svc), compute)
+
+
+async def get_segment_employees(
+    svc: Services, actor: Actor, inp: SegmentEmployeesInput
+) -> SegmentEmployeesPage:
+    actor.require_admin()
+    after = decode_cursor(inp.cursor)
+    stmt = (
+        select(EmployeeSegment, User)
+        .join(User, User.id == EmployeeSegment.user_id)
+        .where(EmployeeSegment.segment == inp.segment)
+        .order_by(EmployeeSegment.user_id)
+        .limit(inp.limit)
+    )
+    if after is not None:
+        stmt = stmt.where(EmployeeSegment.user_id > after)
+    async with svc.sessions() as session:
+        rows = (await session.execute(stmt)).all()
+    items = [
+        SegmentEmployee(
+            user_id=seg.user_id,
+            name=user.name,
+            email=user.email,
+            department=user.department,
+            wellness_score=float(seg.wellness_score or 0),
+            fwi_score=float(seg.fwi_score or 0),
+            engagement_score=float(seg.engagement_score or 0),
+            risk_level=seg.risk_level or "",
+            spending_level=seg.spending_level or "",
+        )
+        for seg, user in rows
+    ]
+    return SegmentEmployeesPage(
+        items=items, next_cursor=page_cursor([i.user_id for i in items], inp.limit)
+    )
+
+
+async def get_intervention_recommendations(
+    svc: Services, actor: Actor, inp: SegmentInput
+) -> InterventionRecommendations:
+    actor.require_admin()
+    counts = await _grouped(svc, EmployeeSegment.segment)
+    rule = next(r for r in svc.policy.rules if r.segment == inp.segment)
+    themed = sorted(
+        (item for item in CATALOG if inp.segment in item.segments),
+        key=lambda item: (-item.priority, item.id),
+    )
+    return InterventionRecommendations(
+        segment=inp.segment,
+        intervention_type=rule.intervention_type,
+        employee_count=counts.get(inp.segment, 0),
+        actions=INTERVENTION_ACTIONS[inp.segment],
+        recommendations=[
+            RecommendationOut(
+                id=item.id,
+                rank=k,
+                title=item.title,
+                description=item.description,
+                category=item.category,
+                reason=f"segment:{inp.segment}",
+            )
+            for k, item in enumerate(themed, start=1)
+        ],
+    )
+
+
+async def get_campaign_targets(
+    svc: Services, actor: Actor, inp: CampaignTargetsInput
+) -> CampaignTargets:
+    """Active users of the segment, paged by user id (the campaign sender walks the pages)."""
+    actor.require_admin()
+    after = decode_cursor(inp.cursor)
+    where = [EmployeeSegment.segment == inp.segment, User.is_active.is_(True)]
+    stmt = (
+        select(EmployeeSegment.user_id)
+        .join(User, User.id == EmployeeSegment.user_id)
+        .where(*where)
+        .order_by(EmployeeSegment.user_id)
+        .limit(inp.limit)
+    )
+    if after is not None:
+        stmt = stmt.where(EmployeeSegment.user_id > after)
+    async with svc.sessions() as session:
+        ids = list(await session.scalars(stmt))
+
+    async def total() -> int:
+        async with svc.sessions() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(EmployeeSegment)
+                    .join(User, User.id == EmployeeSegment.user_id)
+                    .where(*where)
+                )
+                or 0
+            )
+
+    count = await svc.stats_cache.get(("targets", inp.segment), await _data_version(svc), total)
+    return CampaignTargets(
+        segment=inp.segment,
+        campaign_type=inp.campaign_type,
+        total=count,
+        items=ids,
+        next_cursor=page_cursor(ids, inp.limit),
+    )
+
+
+async def run_recompute(svc: Services, user_ids: list[int] | None) -> RecomputeResult:
+    """Recompute off the event loop, then publish the segment changes (after the commit)."""
+    result = await anyio.to_thread.run_sync(
+        lambda: recompute(
+            svc.bulk_engine,
+            svc.policy,
+            now=svc.clock(),
+            survey_valid_days=svc.settings.survey_valid_days,
+            user_ids=user_ids,
+        )
+    )
+    svc.stats_cache.clear()
+    await svc.events.segment_changed(result.segment_changes)
+    return result
+
+
+async def bulk_update_segments(svc: Services, actor: Actor, inp: Empty) -> RecomputeOut:
+    actor.require_admin()
+    result = await run_recompute(svc, None)
+    return RecomputeOut(
+        scored=result.scored,
+        written=result.written,
+        segment_changes=len(result.segment_changes),
+        seconds=round(result.timings.get("total", 0.0), 3),
+    )
+
+
+async def get_policy(svc: Services, actor: Actor, inp: Empty) -> dict[str, Any]:
+    actor.require_admin()
+    return svc.policy.public()
+
+
+def check_segment(name: str) -> str:
+    if name not in SEGMENTS:
+        raise ServiceError(
+            "BAD_REQUEST", f"segment: unknown segment {name!r}; one of {', '.join(SEGMENTS)}"
+        )
+    return name
