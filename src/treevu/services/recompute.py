@@ -10,6 +10,8 @@ caller to publish — after the commit, never before.
 from __future__ import annotations
 
 import itertools
+import re
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +94,7 @@ def read_columns(
     if user_ids is not None:
         sql += f" AND i.userId IN ({', '.join([p] * len(user_ids))})"
         params.extend(int(u) for u in user_ids)
-    sql += " ORDER BY i.userId"
+    sql = _quote_camel(sql + " ORDER BY i.userId", conn)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
@@ -131,6 +133,7 @@ def read_exclusions(
         p = _placeholder(conn)
         sql += f" AND userId IN ({', '.join([p] * len(user_id))})"
         params = tuple(int(u) for u in user_id)
+    sql = _quote_camel(sql, conn)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
@@ -217,8 +220,6 @@ def _quote_camel(sql: str, conn: Connection) -> str:
     """PostgreSQL folds unquoted names to lower case; quote the camelCase ones."""
     if conn.dialect.name != "postgresql":
         return sql
-    import re
-
     return re.sub(r"(?<![\"'\w])([a-z]+[A-Z]\w*)(?![\"'\w])", r'"\1"', sql)
 
 
@@ -232,8 +233,6 @@ def recompute(
     progress: ProgressFn | None = None,
 ) -> RecomputeResult:
     """Score the given users (all active users with inputs when None) and store what changed."""
-    import time
-
     result = RecomputeResult()
     clock = time.perf_counter
     t0 = clock()

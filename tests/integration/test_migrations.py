@@ -1,0 +1,121 @@
+"""Migrations on SQLite, MariaDB and PostgreSQL: the original tables keep exact names."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, inspect, pool
+
+from tests.conftest import Database
+from treevu.db.migrate import current_revision, downgrade, head_revision, upgrade
+
+ORIGINAL = {
+    "employee_segments": {
+        "columns": {
+            "id",
+            "userId",
+            "segment",
+            "wellnessScore",
+            "fwiScore",
+            "spendingLevel",
+            "riskLevel",
+            "engagementScore",
+            "interventionType",
+            "recommendationCount",
+            "lastUpdated",
+        },
+        "indexed": [["segment"], ["riskLevel"], ["lastUpdated"]],
+        "unique": ["userId"],
+    },
+    "websocket_connections": {
+        "columns": {"id", "userId", "connectionId", "connectedAt", "lastHeartbeat"},
+        "indexed": [["userId"], ["connectedAt"]],
+        "unique": ["connectionId"],
+    },
+    "notification_queue": {
+        "columns": {
+            "id",
+            "userId",
+            "type",
+            "title",
+            "message",
+            "data",
+            "status",
+            "createdAt",
+            "sentAt",
+            "readAt",
+        },
+        "indexed": [["userId"], ["status"], ["createdAt"]],
+        "unique": [],
+    },
+}
+ADDED = {
+    "users",
+    "employee_inputs",
+    "survey_responses",
+    "segment_history",
+    "recommendation_events",
+    "reward_tiers",
+    "user_tiers",
+    "notification_preferences",
+    "campaigns",
+    "campaign_deliveries",
+    "interventions",
+    "audit_log",
+}
+
+
+def _inspect(db: Database) -> tuple[object, object]:
+    engine = create_engine(db.settings().sync_database_url, poolclass=pool.NullPool)
+    return engine, inspect(engine)
+
+
+def test_upgrade_creates_every_table_with_original_names(database: Database) -> None:
+    engine, insp = _inspect(database)
+    try:
+        tables = set(insp.get_table_names())  # type: ignore[attr-defined]
+        assert set(ORIGINAL) | ADDED <= tables
+        for table, spec in ORIGINAL.items():
+            columns = {c["name"] for c in insp.get_columns(table)}  # type: ignore[attr-defined]
+            assert spec["columns"] <= columns, table
+            indexed = [i["column_names"] for i in insp.get_indexes(table)]  # type: ignore[attr-defined]
+            for cols in spec["indexed"]:
+                assert cols in indexed, (table, cols)
+            unique = [u["column_names"] for u in insp.get_unique_constraints(table)]  # type: ignore[attr-defined]
+            unique += [i["column_names"] for i in insp.get_indexes(table) if i.get("unique")]  # type: ignore[attr-defined]
+            for col in spec["unique"]:
+                assert [col] in unique, (table, col)
+        segment_indexes = {i["name"] for i in insp.get_indexes("employee_segments")}  # type: ignore[attr-defined]
+        assert {"idx_segment", "idx_risk_level", "idx_last_updated"} <= segment_indexes
+    finally:
+        engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_revision_is_head_and_downgrade_round_trips(database: Database) -> None:
+    url = database.settings().sync_database_url
+    assert current_revision(url) == head_revision()
+    downgrade(url, "base")
+    engine, insp = _inspect(database)
+    try:
+        assert "employee_segments" not in insp.get_table_names()  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()  # type: ignore[attr-defined]
+    upgrade(url)
+    assert current_revision(url) == head_revision()
+
+
+def test_default_reward_tiers_are_seeded(database: Database) -> None:
+    engine = create_engine(database.settings().sync_database_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT name, "
+                + ('"minPoints"' if database.backend == "postgresql" else "minPoints")
+                + " FROM reward_tiers ORDER BY 2"
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("Seedling", 0),
+        ("Sprout", 1000),
+        ("Rising Stars", 2500),
+        ("Financial Champions", 5000),
+    ]
