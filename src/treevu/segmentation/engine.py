@@ -162,7 +162,8 @@ class Profiles:
 
 def lin(x: FloatArray, r: LinearRange) -> FloatArray:
     """1 at ``x = a``, 0 at ``x = b``, clamped to [0, 1]; works for a < b and a > b."""
-    return np.clip((x - r.b) / (r.a - r.b), 0.0, 1.0)
+    with np.errstate(over="ignore"):  # huge x overflows to ±inf, which clips correctly
+        return np.clip((x - r.b) / (r.a - r.b), 0.0, 1.0)
 
 
 RISE_SPENDING: Final = "risk_raised:spending"
@@ -196,10 +197,16 @@ def score(inputs: Inputs, policy: Policy) -> Profiles:
     has_income = income > 0
     safe_income = np.where(has_income, income, 1.0)
 
-    spend_ratio = np.where(has_income, spending / safe_income, np.nan)
-    debt_ratio = np.where(has_income, inputs.monthly_debt_payments / safe_income, np.nan)
-    spend = np.where(has_income, lin(np.nan_to_num(spend_ratio), policy.spend_ratio), 0.0)
-    debt = np.where(has_income, lin(np.nan_to_num(debt_ratio), policy.debt_ratio), 0.0)
+    # A tiny positive income gives an infinite ratio: lin() maps it to 0, as it should.
+    with np.errstate(over="ignore"):
+        spend_ratio = np.where(has_income, spending / safe_income, np.nan)
+        debt_ratio = np.where(has_income, inputs.monthly_debt_payments / safe_income, np.nan)
+    spend = np.where(
+        has_income, lin(np.nan_to_num(spend_ratio, posinf=np.inf), policy.spend_ratio), 0.0
+    )
+    debt = np.where(
+        has_income, lin(np.nan_to_num(debt_ratio, posinf=np.inf), policy.debt_ratio), 0.0
+    )
     buffer_months = inputs.savings_balance / np.maximum(spending, 1.0)
     buffer = np.clip(buffer_months / policy.buffer_months_full, 0.0, 1.0)
     ewa = lin(inputs.ewa_advances_30d, policy.ewa_advances)
