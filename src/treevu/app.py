@@ -8,18 +8,28 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
-from sqlalchemy import Engine, create_engine, event
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from treevu import __version__
 from treevu.api.errors import install_error_handlers
 from treevu.api.rest import router as rest_router
 from treevu.api.trpc import router as trpc_router
+from treevu.api.ws import router as ws_router
 from treevu.config import Settings
 from treevu.db.migrate import current_revision, head_revision
+from treevu.notifications.broker import make_broker
+from treevu.notifications.crypto import DataCipher
+from treevu.notifications.hub import Hub
+from treevu.notifications.metrics import Metrics
 from treevu.segmentation.policy import default_policy
 from treevu.services.auth import TokenVerifier
 from treevu.services.context import Services, StatsCache
+from treevu.services.inbox import Inbox
+from treevu.services.limits import RateLimits
+from treevu.services.presence import Presence, new_node_id
+from treevu.services.realtime import Realtime
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +78,53 @@ def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: E
         policy=default_policy(),
         clock=lambda: datetime.now(UTC),
         stats_cache=StatsCache(settings.stats_cache_seconds),
+        limits=RateLimits(
+            settings.redis_url,
+            ws_per_minute=settings.ws_messages_per_minute,
+            admin_per_minute=settings.admin_notifications_per_minute,
+        ),
     )
+
+
+def build_realtime(services: Services, verifier: TokenVerifier, metrics: Metrics) -> Realtime:
+    """Hub, broker, inbox and presence of this process, wired together."""
+    settings = services.settings
+    assert settings.encryption_key is not None
+    broker = make_broker(settings.redis_url)
+    inbox: Inbox
+    hub = Hub(queue_size=settings.ws_queue_size, on_sent=lambda c, f: inbox.on_sent(c, f))
+    inbox = Inbox(
+        services.sessions,
+        DataCipher(settings.encryption_key),
+        broker,
+        hub,
+        metrics,
+        services.clock,
+    )
+    services.inbox = inbox
+    presence = Presence(services.sessions, services.clock, new_node_id())
+    return Realtime(services, verifier, hub, inbox, presence, metrics)
 
 
 def create_app(settings: Settings) -> FastAPI:
     settings = settings.with_local_secrets()
     verifier = TokenVerifier(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_migrated(settings)
         async_engine, bulk_engine = make_engines(settings)
-        app.state.services = build_services(settings, async_engine, bulk_engine)
+        services = build_services(settings, async_engine, bulk_engine)
+        realtime = build_realtime(services, verifier, metrics)
+        app.state.services = services
         app.state.verifier = verifier
+        app.state.realtime = realtime
+        await realtime.start()
         try:
             yield
         finally:
+            await realtime.stop()
             await async_engine.dispose()
             bulk_engine.dispose()
 
@@ -96,9 +137,32 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(rest_router)
     app.include_router(trpc_router)
+    app.include_router(ws_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        services: Services = app.state.services
+        realtime: Realtime = app.state.realtime
+        checks: dict[str, bool] = {}
+        try:
+            async with services.sessions() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:
+            checks["database"] = False
+        if settings.redis_url:
+            checks["redis"] = await realtime.inbox.broker.ping()
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        realtime: Realtime = app.state.realtime
+        metrics.queue_depth.set(realtime.hub.queue_depth())
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

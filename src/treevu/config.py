@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     encryption_key: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     heartbeat_interval: float = Field(default=30.0, gt=0)
+    ws_auth_timeout: float = Field(default=10.0, gt=0)
+    ws_queue_size: int = Field(default=1000, ge=8)
+    sweep_interval: float = Field(default=2.0, gt=0)
+    ws_compression: bool = True
     replay_bound: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     allowed_origins: Annotated[list[str], NoDecode] = []

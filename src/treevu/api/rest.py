@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 
 from treevu.api.deps import CurrentActor, ServicesDep
+from treevu.services import notifications as N
 from treevu.services import people, segmentation
 from treevu.services.people import (
     EmployeeInputsIn,
@@ -174,3 +175,86 @@ async def recompute_all(svc: ServicesDep, actor: CurrentActor) -> RecomputeOut:
 @router.get("/segmentation/policy")
 async def policy(svc: ServicesDep, actor: CurrentActor) -> dict[str, Any]:
     return await segmentation.get_policy(svc, actor, Empty())
+
+
+# -- notifications inbox (the websocket.* procedures) -------------------------------------
+
+
+@router.get("/notifications", response_model=N.HistoryPage, **RESPONSE_OPTIONS)
+async def notification_history(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[N.HistoryInput, Query()]
+) -> N.HistoryPage:
+    return await N.get_history(svc, actor, query)
+
+
+@router.post(
+    "/notifications/{notificationId}/read", response_model=N.ReadResult, **RESPONSE_OPTIONS
+)
+async def notification_read(
+    notification_id: Annotated[int, Path(alias="notificationId", ge=1)],
+    svc: ServicesDep,
+    actor: CurrentActor,
+) -> N.ReadResult:
+    return await N.mark_as_read(svc, actor, N.MarkAsRead(notification_id=notification_id))
+
+
+@router.post("/notifications/read-all", response_model=N.ReadResult, **RESPONSE_OPTIONS)
+async def notifications_read_all(svc: ServicesDep, actor: CurrentActor) -> N.ReadResult:
+    return await N.mark_all_as_read(svc, actor, N.Empty())
+
+
+@router.get("/notifications/unread-count", response_model=N.UnreadCount, **RESPONSE_OPTIONS)
+async def notifications_unread(svc: ServicesDep, actor: CurrentActor) -> N.UnreadCount:
+    return await N.get_unread_count(svc, actor, N.Empty())
+
+
+@router.post("/notifications/clear", response_model=N.Cleared, **RESPONSE_OPTIONS)
+async def notifications_clear(svc: ServicesDep, actor: CurrentActor) -> N.Cleared:
+    return await N.clear_all(svc, actor, N.Empty())
+
+
+@router.get("/notifications/preferences", response_model=N.Preferences, **RESPONSE_OPTIONS)
+async def notification_preferences(svc: ServicesDep, actor: CurrentActor) -> N.Preferences:
+    return await N.get_preferences(svc, actor, N.Empty())
+
+
+@router.put("/notifications/preferences", response_model=N.Preferences, **RESPONSE_OPTIONS)
+async def update_notification_preferences(
+    body: N.PreferencesUpdate, svc: ServicesDep, actor: CurrentActor
+) -> N.Preferences:
+    return await N.update_preferences(svc, actor, body)
+
+
+@router.get("/notifications/stats", response_model=N.Stats, **RESPONSE_OPTIONS)
+async def notification_stats(svc: ServicesDep, actor: CurrentActor) -> N.Stats:
+    return await N.get_stats(svc, actor, N.Empty())
+
+
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+@router.post(
+    "/admin/notifications", response_model=N.Notification, status_code=201, **RESPONSE_OPTIONS
+)
+async def create_notification(
+    body: N.CreateNotification,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    idempotency_key: IdempotencyHeader = None,
+) -> N.Notification:
+    return await N.create_notification(svc, actor, body, idempotency_key)
+
+
+@router.post(
+    "/admin/notifications/broadcast",
+    response_model=N.BroadcastResult,
+    status_code=201,
+    **RESPONSE_OPTIONS,
+)
+async def broadcast_notification(
+    body: N.Broadcast,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    idempotency_key: IdempotencyHeader = None,
+) -> N.BroadcastResult:
+    return await N.broadcast(svc, actor, body, idempotency_key)

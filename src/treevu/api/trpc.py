@@ -3,12 +3,15 @@
 Queries are ``GET /trpc/<path>?input=<json>``, mutations ``POST /trpc/<path>`` with a JSON body;
 ``?batch=1`` takes comma-separated paths and inputs keyed "0", "1", …, and answers a JSON array.
 Results are ``{"result": {"data": …}}``; errors use tRPC's default error shape with JSON-RPC
-codes, so a stock ``@trpc/client`` can call every procedure in :data:`PROCEDURES`.
+codes, so a stock ``@trpc/client`` can call every procedure in :data:`PROCEDURES`. Answers are
+always plain JSON: ``httpLink`` and ``httpBatchLink`` work; ``httpBatchStreamLink`` (JSONL) does
+not.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,11 +21,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from treevu.api.deps import authenticate
+from treevu.services import notifications as N
 from treevu.services import people, segmentation
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError
 
 router = APIRouter(prefix="/trpc", include_in_schema=False)
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Services, Actor, Any], Awaitable[Any]]
 
@@ -32,6 +37,8 @@ class Procedure:
     kind: Literal["query", "mutation"]
     input_model: type[BaseModel]
     handler: Handler
+    #: Pass the request's ``Idempotency-Key`` header to the handler.
+    idempotent: bool = False
 
 
 def _q(model: type[BaseModel], handler: Handler) -> Procedure:
@@ -63,6 +70,18 @@ PROCEDURES: dict[str, Procedure] = {
     "segmentation.submitSurvey": _m(people.SubmitSurvey, people.submit_survey),
     "users.list": _q(people.UserListInput, people.list_users),
     "users.create": _m(people.UserCreate, people.create_user),
+    "websocket.getHistory": _q(N.HistoryInput, N.get_history),
+    "websocket.markAsRead": _m(N.MarkAsRead, N.mark_as_read),
+    "websocket.markAllAsRead": _m(N.Empty, N.mark_all_as_read),
+    "websocket.getUnreadCount": _q(N.Empty, N.get_unread_count),
+    "websocket.clearAll": _m(N.Empty, N.clear_all),
+    "websocket.getPreferences": _q(N.Empty, N.get_preferences),
+    "websocket.updatePreferences": _m(N.PreferencesUpdate, N.update_preferences),
+    "websocket.getStats": _q(N.Empty, N.get_stats),
+    "notifications.create": Procedure(
+        "mutation", N.CreateNotification, N.create_notification, True
+    ),
+    "notifications.broadcast": Procedure("mutation", N.Broadcast, N.broadcast, True),
 }
 
 JSONRPC_CODES = {
@@ -90,6 +109,11 @@ HTTP_STATUS = {
 
 
 class TrpcError(Exception):
+    @classmethod
+    def internal(cls) -> TrpcError:
+        """An unexpected failure: logged with its traceback, answered without its details."""
+        return cls("INTERNAL_SERVER_ERROR", "Internal server error")
+
     def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
@@ -136,7 +160,11 @@ async def _call(
         except ValidationError as exc:
             raise TrpcError("BAD_REQUEST", _validation_message(exc)) from exc
         services: Services = request.app.state.services
-        output = await procedure.handler(services, actor, inp)
+        if procedure.idempotent:
+            key = request.headers.get("idempotency-key")
+            output = await procedure.handler(services, actor, inp, key)  # type: ignore[call-arg]
+        else:
+            output = await procedure.handler(services, actor, inp)
         data = (
             output.model_dump(by_alias=True, mode="json")
             if isinstance(output, BaseModel)
@@ -156,19 +184,28 @@ async def _call(
     except TrpcError as exc:
         status, body = _error(exc, path)
         return status, body, exc.retry_after
+    except Exception:
+        # Like tRPC itself, answer in the envelope: a bare text/plain 500 would fail the whole
+        # batch and leave the client with a body it cannot parse.
+        log.exception("tRPC procedure %s failed", path)
+        status, body = _error(TrpcError.internal(), path)
+        return status, body, None
 
 
-async def _actor(request: Request) -> Actor | ServiceError | None:
+async def _actor(request: Request) -> Actor | TrpcError | None:
     header = request.headers.get("authorization")
     if not header:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        return ServiceError("UNAUTHORIZED", "Authorization must be 'Bearer <token>'")
+        return TrpcError("UNAUTHORIZED", "Authorization must be 'Bearer <token>'")
     try:
         return await authenticate(request.app.state.services, request.app.state.verifier, token)
     except ServiceError as exc:
-        return exc
+        return TrpcError(exc.code, exc.message, exc.retry_after)
+    except Exception:
+        log.exception("tRPC authentication failed")
+        return TrpcError.internal()
 
 
 async def _parse_inputs(request: Request, batch: bool, count: int) -> list[Any]:
@@ -207,9 +244,9 @@ async def trpc_endpoint(paths: str, request: Request) -> JSONResponse:
     else:
         results = []
         for name, raw in zip(names, inputs, strict=True):
-            if isinstance(found, ServiceError):
-                status, body = _error(TrpcError(found.code, found.message), name)
-                results.append((status, body, None))
+            if isinstance(found, TrpcError):
+                status, body = _error(found, name)
+                results.append((status, body, found.retry_after))
             else:
                 results.append(await _call(request, name, request.method, raw, found))
     statuses = {status for status, _, _ in results}

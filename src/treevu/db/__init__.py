@@ -11,6 +11,7 @@ from treevu.db.engagement import (
 from treevu.db.inputs import EmployeeInputs, SurveyResponse
 from treevu.db.notifications import (
     NOTIFICATION_STATUSES,
+    IdempotencyKey,
     NotificationPreferences,
     NotificationQueue,
     WebsocketConnection,
@@ -29,6 +30,7 @@ __all__ = [
     "CampaignDelivery",
     "EmployeeInputs",
     "EmployeeSegment",
+    "IdempotencyKey",
     "Intervention",
     "NotificationPreferences",
     "NotificationQueue",

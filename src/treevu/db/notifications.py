@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from treevu.db.base import Base, utcnow
@@ -19,6 +19,7 @@ class NotificationQueue(Base):
         Index("idx_user_id", "userId"),
         Index("idx_status", "status"),
         Index("idx_created_at", "createdAt"),
+        Index("idx_notification_queue_user_status", "userId", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -33,6 +34,10 @@ class NotificationQueue(Base):
     created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column("sentAt", nullable=True)
     read_at: Mapped[datetime | None] = mapped_column("readAt", nullable=True)
+    # Added columns:
+    delivered_at: Mapped[datetime | None] = mapped_column("deliveredAt", nullable=True)
+    created_by: Mapped[int | None] = mapped_column("createdBy", Integer, nullable=True)
+    clicked_at: Mapped[datetime | None] = mapped_column("clickedAt", nullable=True)
 
 
 class WebsocketConnection(Base):
@@ -67,4 +72,22 @@ class NotificationPreferences(Base):
     enable_recommendations: Mapped[bool] = mapped_column(
         "enableRecommendations", Boolean, default=True
     )
+    #: Per-type switches beyond the original three: {"milestone": false, ...}.
+    muted_types: Mapped[list[str] | None] = mapped_column("mutedTypes", JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column("updatedAt", default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key``: the same key within 24 h returns the first result."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("actorId", "key", name="uq_idempotency_keys_actor_key"),
+        Index("idx_idempotency_keys_created_at", "createdAt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    actor_id: Mapped[int] = mapped_column("actorId", Integer)
+    key: Mapped[str] = mapped_column(String(255))
+    notification_ids: Mapped[list[int]] = mapped_column("notificationIds", JSON)
+    created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)

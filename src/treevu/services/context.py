@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cachetools import TTLCache
 from sqlalchemy import Engine
@@ -15,6 +15,10 @@ from treevu.config import Settings
 from treevu.segmentation.policy import Policy
 from treevu.services.errors import forbidden
 from treevu.services.events import EventBus
+from treevu.services.limits import RateLimits
+
+if TYPE_CHECKING:
+    from treevu.services.inbox import Inbox
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -72,3 +76,8 @@ class Services:
     clock: Clock
     events: EventBus = field(default_factory=EventBus)
     stats_cache: StatsCache = field(default_factory=lambda: StatsCache(3600))
+    limits: RateLimits = field(
+        default_factory=lambda: RateLimits(None, ws_per_minute=100, admin_per_minute=1000)
+    )
+    #: The durable inbox; present in the server (it needs the hub and the broker).
+    inbox: Inbox | None = None

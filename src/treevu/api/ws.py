@@ -1,0 +1,75 @@
+"""``/ws``: the WebSocket endpoint — upgrade-time checks, then the protocol in services."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from treevu.services.realtime import Closed, Realtime
+
+router = APIRouter()
+
+
+class StarletteSocket:
+    """Adapts Starlette's WebSocket to ``realtime.Socket``."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            message = await self._ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        data = message.get("bytes")
+        return bytes(data) if data is not None else None
+
+    async def send_text(self, text: str) -> None:
+        await self._ws.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._ws.application_state != WebSocketState.DISCONNECTED:
+            await self._ws.close(code, reason)
+
+
+async def _deny(ws: WebSocket, status: int, message: str) -> None:
+    await ws.send_denial_response(JSONResponse({"error": message}, status_code=status))
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(ws: WebSocket) -> None:
+    realtime: Realtime = ws.app.state.realtime
+    settings = realtime.settings
+    origin = ws.headers.get("origin")
+    if settings.allowed_origins and origin not in settings.allowed_origins:
+        await _deny(ws, 403, "origin not allowed")
+        return
+    last_id: int | None = None
+    raw_last_id = ws.query_params.get("lastId")
+    if raw_last_id is not None:
+        if not raw_last_id.isdigit():
+            await _deny(ws, 400, "lastId must be a non-negative integer")
+            return
+        last_id = int(raw_last_id)
+    header = ws.headers.get("authorization")
+    header_auth = None
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            await _deny(ws, 401, "Authorization must be 'Bearer <token>'")
+            return
+        try:
+            header_auth = await realtime.authenticate(token)
+        except Closed as refused:
+            await _deny(ws, 401, refused.reason)
+            return
+    await ws.accept()
+    await realtime.serve(StarletteSocket(ws), header_auth=header_auth, last_id=last_id)

@@ -1,0 +1,149 @@
+"""Fan-out between server processes: in-process (one worker) or Redis pub/sub (several).
+
+A broker carries *envelopes* — already-committed notifications and unread-count changes — to
+every process, each of which hands them to its own hub. It is not the truth: the database is.
+A message lost here (Redis restart, a process that was not subscribed yet) is found again by the
+pending sweep and by replay on connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+CHANNEL = "treevu:notifications"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """``notify``: ``text`` is the wire frame of notification ``notification_id``;
+    ``unread``: ``count`` is the user's new unread count."""
+
+    kind: Literal["notify", "unread"]
+    user_id: int
+    notification_id: int = 0
+    text: str = ""
+    created_at: float = 0.0
+    count: int = 0
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.kind,
+            self.user_id,
+            self.notification_id,
+            self.text,
+            self.created_at,
+            self.count,
+        ]
+
+    @classmethod
+    def from_list(cls, item: list[Any]) -> Envelope:
+        kind, user_id, nid, text, created_at, count = item
+        if kind not in ("notify", "unread"):
+            raise ValueError(f"unknown envelope kind {kind!r}")
+        return cls(kind, int(user_id), int(nid), str(text), float(created_at), int(count))
+
+
+Receiver = Callable[[Sequence[Envelope]], Awaitable[None] | None]
+
+
+class Broker(Protocol):
+    async def start(self, receiver: Receiver) -> None: ...
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+
+async def _hand_over(receiver: Receiver, envelopes: Sequence[Envelope]) -> None:
+    result = receiver(envelopes)
+    if result is not None:
+        await result
+
+
+class InProcessBroker:
+    """One process: publishing hands envelopes straight to the local hub."""
+
+    def __init__(self) -> None:
+        self._receiver: Receiver | None = None
+
+    async def start(self, receiver: Receiver) -> None:
+        self._receiver = receiver
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if self._receiver is not None and envelopes:
+            await _hand_over(self._receiver, envelopes)
+
+    async def close(self) -> None:
+        self._receiver = None
+
+    async def ping(self) -> bool:
+        return True
+
+
+class RedisBroker:
+    """Redis pub/sub on one channel; each message carries a batch of envelopes."""
+
+    def __init__(self, url: str, channel: str = CHANNEL) -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._channel = channel
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self, receiver: Receiver) -> None:
+        self._task = asyncio.create_task(self._listen(receiver), name="redis-broker")
+        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+
+    async def _listen(self, receiver: Receiver) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        try:
+                            batch = [Envelope.from_list(x) for x in json.loads(message["data"])]
+                        except (ValueError, TypeError, KeyError) as exc:
+                            log.warning("dropping a malformed broker message: %s", exc)
+                            continue
+                        await _hand_over(receiver, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Lost messages are recovered by the pending sweep; keep listening.
+                log.exception("redis broker connection lost; resubscribing")
+                await asyncio.sleep(0.5)
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if envelopes:
+            payload = json.dumps([e.to_list() for e in envelopes], separators=(",", ":"))
+            await self._redis.publish(self._channel, payload)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:
+            return False
+
+
+def make_broker(redis_url: str | None) -> Broker:
+    return RedisBroker(redis_url) if redis_url else InProcessBroker()

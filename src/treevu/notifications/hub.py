@@ -1,0 +1,256 @@
+"""The hub: live connections by user, each with a bounded queue and one writer task.
+
+The per-client queue pattern (websockets' broadcast guide): fan-out never awaits a socket; it
+puts a ready-made frame on each connection's queue. A connection whose queue is full has fallen
+behind and is closed (it resumes from its last id later) instead of slowing everyone else.
+Transport-agnostic: a connection talks to its socket through :class:`Transport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_TRY_AGAIN_LATER: Final = 1013  # the client fell behind; reconnect and resume
+CLOSE_UNAUTHENTICATED: Final = 4401
+CLOSE_EXPIRED: Final = 4403
+CLOSE_RATE_LIMITED: Final = 4429
+
+
+class Transport(Protocol):
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A frame ready to write; ``notification_id`` set for notifications (status tracking)."""
+
+    text: str
+    notification_id: int | None = None
+    created_at: float | None = None  # epoch seconds, for the delivery-latency histogram
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+SentCallback = Callable[["Connection", Outgoing], None]
+
+
+class Connection:
+    """One authenticated socket: its queue, its writer task, and the ids it has been sent."""
+
+    __slots__ = (
+        "connection_id",
+        "user_id",
+        "expires_at",
+        "_transport",
+        "_queue",
+        "_writer",
+        "_sent_ids",
+        "_replay_buffer",
+        "_on_sent",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        user_id: int,
+        expires_at: float,
+        transport: Transport,
+        *,
+        queue_size: int,
+        on_sent: SentCallback,
+    ) -> None:
+        self.connection_id = uuid.uuid4().hex
+        self.user_id = user_id
+        self.expires_at = expires_at
+        self._transport = transport
+        self._queue: asyncio.Queue[Outgoing | _Close] = asyncio.Queue(queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._sent_ids: set[int] = set()
+        # While the connect-time replay runs, live notifications wait here so that the client
+        # still sees ids in order and each id once.
+        self._replay_buffer: list[Outgoing] | None = []
+        self._on_sent = on_sent
+        self.closed = False
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.user_id}")
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def send_control(self, payload: dict[str, object]) -> None:
+        """Queue a non-notification message (welcome, heartbeat, unread_count, error, …)."""
+        self._put(Outgoing(json.dumps(payload, separators=(",", ":"))))
+
+    def offer(self, frame: Outgoing) -> None:
+        """Queue a notification unless this session already had it (or buffer it mid-replay)."""
+        if self._replay_buffer is not None:
+            self._replay_buffer.append(frame)
+            return
+        self._offer_now(frame)
+
+    def replay(self, frames: Iterable[Outgoing]) -> None:
+        for frame in frames:
+            self._offer_now(frame)
+
+    def begin_replay(self) -> None:
+        if self._replay_buffer is None:
+            self._replay_buffer = []
+
+    def end_replay(self) -> None:
+        buffered, self._replay_buffer = self._replay_buffer or [], None
+        for frame in sorted(buffered, key=lambda f: f.notification_id or 0):
+            self._offer_now(frame)
+
+    def already_sent(self, notification_id: int) -> bool:
+        return notification_id in self._sent_ids
+
+    def _offer_now(self, frame: Outgoing) -> None:
+        nid = frame.notification_id
+        if nid is not None:
+            if nid in self._sent_ids:
+                return
+            self._sent_ids.add(nid)
+        self._put(frame)
+
+    def _put(self, item: Outgoing) -> None:
+        if self.closed:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            log.info("connection %s of user %s fell behind", self.connection_id, self.user_id)
+            self.close(CLOSE_TRY_AGAIN_LATER, "too slow: reconnect and resume")
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what is already queued; safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        # Make room: a close must get through even when the queue is full.
+        while self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_Close(code, reason))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _Close):
+                    with contextlib.suppress(Exception):
+                        await self._transport.close(item.code, item.reason)
+                    return
+                await self._transport.send_text(item.text)
+                if item.notification_id is not None:
+                    self._on_sent(self, item)
+        except Exception:  # the socket went away; the endpoint cleans up
+            self.closed = True
+
+    async def wait_closed(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._writer)
+
+    def cancel(self) -> None:
+        self.closed = True
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+
+class Hub:
+    """Live connections of this process, by user."""
+
+    def __init__(self, *, queue_size: int = 1000, on_sent: SentCallback | None = None) -> None:
+        self._by_user: dict[int, set[Connection]] = {}
+        self._queue_size = queue_size
+        self._on_sent: SentCallback = on_sent or (lambda c, f: None)
+
+    def connect(self, user_id: int, expires_at: float, transport: Transport) -> Connection:
+        conn = Connection(
+            user_id, expires_at, transport, queue_size=self._queue_size, on_sent=self._on_sent
+        )
+        self._by_user.setdefault(user_id, set()).add(conn)
+        conn.start()
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        conns = self._by_user.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_user[conn.user_id]
+        conn.cancel()
+
+    def connections(self, user_id: int) -> frozenset[Connection]:
+        return frozenset(self._by_user.get(user_id, ()))
+
+    def all_connections(self) -> list[Connection]:
+        return [c for conns in self._by_user.values() for c in conns]
+
+    @property
+    def user_ids(self) -> list[int]:
+        return list(self._by_user)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self._by_user.values())
+
+    def queue_depth(self) -> int:
+        return sum(c.queue_depth for conns in self._by_user.values() for c in conns)
+
+    def deliver(self, user_id: int, frame: Outgoing) -> int:
+        """Offer a notification to every live connection of its user; returns how many."""
+        conns = self._by_user.get(user_id)
+        if not conns:
+            return 0
+        for conn in conns:
+            conn.offer(frame)
+        return len(conns)
+
+    def send_control(self, user_id: int, payload: dict[str, object]) -> None:
+        for conn in self._by_user.get(user_id, ()):
+            conn.send_control(payload)
+
+    def heartbeat(self, now: float | None = None) -> list[Connection]:
+        """Heartbeat every connection; close those whose token expired. Returns the expired."""
+        now = time.time() if now is None else now
+        ts = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+        expired = []
+        for conn in self.all_connections():
+            if conn.expires_at <= now:
+                conn.close(CLOSE_EXPIRED, "token expired")
+                expired.append(conn)
+            else:
+                conn.send_control({"type": "heartbeat", "ts": ts})
+        return expired
+
+    async def shutdown(self, grace_seconds: float = 5.0) -> None:
+        """Close every socket with 1001 (going away) and wait for the writers, bounded."""
+        conns = self.all_connections()
+        for conn in conns:
+            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_seconds):
+                await asyncio.gather(*(c.wait_closed() for c in conns))
+        for conn in conns:
+            self.disconnect(conn)
