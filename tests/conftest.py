@@ -6,22 +6,25 @@ Suites that need MariaDB, PostgreSQL or Redis skip when the server does not answ
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
 
-from treevu.app import create_app, make_engines
+from treevu.app import create_app, make_engines, ws_options
 from treevu.config import Settings
 from treevu.db.migrate import upgrade
 from treevu.population import generate_population
@@ -37,6 +40,7 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("TREEVU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVERS = os.environ.get("TREEVU_TEST_REQUIRE_SERVERS") == "1"
 BACKENDS = ("sqlite", "mariadb", "postgresql")
+T = TypeVar("T")
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 
 
@@ -144,11 +148,25 @@ class LiveServer:
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
+        self.app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", **ws_options(settings)
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve())
+
+    def app_state(self) -> Any:
+        """The app's state (services, realtime) once the lifespan has started."""
+        return self.app.state
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the server's own event loop (e.g. a scheduled job, now)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     @property
     def url(self) -> str:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -104,6 +105,14 @@ def build_realtime(services: Services, verifier: TokenVerifier, metrics: Metrics
     services.inbox = inbox
     presence = Presence(services.sessions, services.clock, new_node_id())
     return Realtime(services, verifier, hub, inbox, presence, metrics)
+
+
+def ws_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket options for this app (``treevu serve`` and the tests use them)."""
+    return {
+        "ws_max_size": settings.max_message_bytes,
+        "ws_per_message_deflate": settings.ws_compression,
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -16,16 +17,26 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from treevu.app import NotMigrated, check_migrated, create_app, make_engines
+from treevu.app import (
+    NotMigrated,
+    build_realtime,
+    build_services,
+    check_migrated,
+    create_app,
+    make_engines,
+)
 from treevu.config import Settings
 from treevu.db import User
 from treevu.db.migrate import upgrade
+from treevu.notifications.metrics import Metrics
 from treevu.population import ADMIN_EMAIL, generate_population
 from treevu.segmentation.engine import InputError, Inputs, profile_at, score
 from treevu.segmentation.policy import default_policy
 from treevu.segmentation.survey import SurveyError, score_survey
-from treevu.services.auth import mint_token
+from treevu.services import notifications
+from treevu.services.auth import TokenVerifier, mint_token
 from treevu.services.importer import ImportRejected, import_inputs, import_users
+from treevu.services.inbox import NOTIFICATION_TYPES, NewNotification
 from treevu.services.recompute import recompute
 from treevu.services.seed import write_population
 
@@ -267,6 +278,69 @@ def token(
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def notify(
+    user: Annotated[int, typer.Option("--user", min=1, help="recipient user id")],
+    type_: Annotated[str, typer.Option("--type", help="notification type")],
+    title: Annotated[str, typer.Option("--title")],
+    message: Annotated[str, typer.Option("--message")],
+    data: Annotated[str | None, typer.Option("--data", help="a JSON object")] = None,
+) -> None:
+    """Create and deliver one notification (through Redis when configured)."""
+    if type_ not in NOTIFICATION_TYPES:
+        err.print(f"[red]--type: unknown type {type_!r}; one of {', '.join(NOTIFICATION_TYPES)}")
+        raise typer.Exit(2)
+    payload: dict[str, Any] | None = None
+    if data is not None:
+        try:
+            payload = json.loads(data)
+        except json.JSONDecodeError as exc:
+            err.print(f"[red]--data: not JSON: {exc.msg}[/red]")
+            raise typer.Exit(2) from exc
+        if not isinstance(payload, dict):
+            err.print("[red]--data: must be a JSON object[/red]")
+            raise typer.Exit(2)
+    if not title.strip() or not message.strip():
+        err.print("[red]--title and --message must not be empty[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    _require_migrated(settings)
+    item = NewNotification(user, type_, title, message, payload)
+    try:
+        ids, muted = asyncio.run(_notify(settings, item))
+    except LookupError as exc:
+        err.print(f"[red]--user: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    if muted:
+        out.print(f"user {user} has muted {type_} notifications; nothing sent")
+    else:
+        out.print(f"notification {ids[0]} created for user {user}")
+
+
+async def _notify(settings: Settings, item: NewNotification) -> tuple[list[int], int]:
+    async_engine, bulk = make_engines(settings)
+    bulk.dispose()
+    services = build_services(settings, async_engine, bulk)
+    realtime = build_realtime(services, TokenVerifier(settings), Metrics())
+    inbox = realtime.inbox
+    try:
+        async with services.sessions() as session:
+            user = await session.get(User, item.user_id)
+        if user is None or not user.is_active:
+            raise LookupError(f"no active user {item.user_id}")
+        # Without Redis no server hears this publish: a running server's pending sweep
+        # delivers the committed row within a couple of seconds.
+        await inbox.broker.start(lambda envelopes: None)
+        await inbox.start()
+        try:
+            return await notifications.send(services, [item])
+        finally:
+            await inbox.close()
+            await inbox.broker.close()
+    finally:
+        await async_engine.dispose()
 
 
 @app.command()

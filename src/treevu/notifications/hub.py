@@ -66,6 +66,7 @@ class Connection:
         "_sent_ids",
         "_replay_buffer",
         "_on_sent",
+        "_floor",
         "closed",
     )
 
@@ -89,6 +90,7 @@ class Connection:
         # still sees ids in order and each id once.
         self._replay_buffer: list[Outgoing] | None = []
         self._on_sent = on_sent
+        self._floor = 0  # ids at or below it are never sent (the client reloads them over HTTP)
         self.closed = False
 
     def start(self) -> None:
@@ -122,13 +124,17 @@ class Connection:
         for frame in sorted(buffered, key=lambda f: f.notification_id or 0):
             self._offer_now(frame)
 
+    def skip_through(self, notification_id: int) -> None:
+        """After ``resumed: recovered false``: the client reloads ids up to here itself."""
+        self._floor = max(self._floor, notification_id)
+
     def already_sent(self, notification_id: int) -> bool:
         return notification_id in self._sent_ids
 
     def _offer_now(self, frame: Outgoing) -> None:
         nid = frame.notification_id
         if nid is not None:
-            if nid in self._sent_ids:
+            if nid in self._sent_ids or nid <= self._floor:
                 return
             self._sent_ids.add(nid)
         self._put(frame)

@@ -272,6 +272,13 @@ class Inbox:
             )
         return int(count or 0)
 
+    async def newest_id(self, user_id: int) -> int:
+        async with self._sessions() as session:
+            newest = await session.scalar(
+                select(func.max(NotificationQueue.id)).where(NotificationQueue.user_id == user_id)
+            )
+        return int(newest or 0)
+
     async def unacknowledged(self, user_id: int) -> list[Outgoing]:
         return await self._frames(
             NotificationQueue.user_id == user_id, NotificationQueue.status.in_(UNACKED)

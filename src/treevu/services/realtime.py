@@ -266,6 +266,7 @@ class Realtime:
     async def _resume(self, conn: Connection, last_id: int) -> None:
         frames = await self.inbox.after(conn.user_id, last_id, self.settings.replay_bound)
         if frames is None:
+            conn.skip_through(await self.inbox.newest_id(conn.user_id))
             conn.send_control({"type": "resumed", "recovered": False})
             return
         fresh = [f for f in frames if not conn.already_sent(f.notification_id or 0)]
