@@ -26,8 +26,9 @@ from treevu.app import (
     make_engines,
 )
 from treevu.config import Settings
-from treevu.db import User
+from treevu.db import NotificationQueue, User
 from treevu.db.migrate import upgrade
+from treevu.notifications.crypto import DataCipher
 from treevu.notifications.metrics import Metrics
 from treevu.population import ADMIN_EMAIL, generate_population
 from treevu.segmentation.engine import InputError, Inputs, profile_at, score
@@ -44,9 +45,11 @@ app = typer.Typer(help="Treevü Engage: notifications and financial-wellness seg
 db_app = typer.Typer(help="Database migrations.")
 segment_app = typer.Typer(help="Segmentation jobs.")
 import_app = typer.Typer(help="Load users or employee inputs from CSV.")
+keys_app = typer.Typer(help="Encryption keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(segment_app, name="segment")
 app.add_typer(import_app, name="import")
+app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 out = Console()
 
@@ -343,6 +346,41 @@ async def _notify(settings: Settings, item: NewNotification) -> tuple[list[int],
         await async_engine.dispose()
 
 
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt stored notification data under the first TREEVU_ENCRYPTION_KEY."""
+    settings = _settings()
+    _require_migrated(settings)
+    assert settings.encryption_key is not None
+    try:
+        cipher = DataCipher(settings.encryption_key)
+    except ValueError as exc:
+        err.print(f"[red]TREEVU_ENCRYPTION_KEY: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    engine = _bulk_engine(settings)
+    rotated = 0
+    last = 0
+    while True:
+        with Session(engine) as session, session.begin():
+            batch = list(
+                session.scalars(
+                    select(NotificationQueue)
+                    .where(NotificationQueue.id > last, NotificationQueue.data.is_not(None))
+                    .order_by(NotificationQueue.id)
+                    .limit(1000)
+                )
+            )
+            for row in batch:
+                new = cipher.rotate(row.data)
+                if new != row.data:
+                    row.data = new
+                    rotated += 1
+        if not batch:
+            break
+        last = batch[-1].id
+    out.print(f"re-encrypted {rotated:,} notifications under the first key")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="default TREEVU_HOST")] = None,
@@ -359,10 +397,21 @@ def serve(
 
 
 def _run(settings: Settings, host: str, port: int, workers: int) -> None:
+    # /ws through TreevuWebSocketProtocol: deflate without context takeover, the message-size
+    # limit (1009), pings at the heartbeat interval. (Import to move to the top of the module.)
+    from treevu.notifications.ws_protocol import uvicorn_ws_options
+
+    ws = uvicorn_ws_options(
+        max_message_bytes=settings.max_message_bytes,
+        compression=settings.ws_compression,
+        heartbeat_interval=settings.heartbeat_interval,
+    )
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **ws)
     else:
-        uvicorn.run("treevu.asgi:app", host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run(
+            "treevu.asgi:app", host=host, port=port, workers=workers, log_level="info", **ws
+        )
 
 
 @app.command()
