@@ -13,14 +13,13 @@ from hypothesis import strategies as st
 from treevu.segmentation.engine import (
     InputError,
     Inputs,
-    LinearRange,
     lin,
     profile_at,
     reason_codes,
     score,
     validate_record,
 )
-from treevu.segmentation.policy import default_policy
+from treevu.segmentation.policy import LinearRange, default_policy
 
 POLICY = default_policy()
 BASE: dict[str, Any] = {
