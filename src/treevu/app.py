@@ -91,7 +91,7 @@ def build_realtime(services: Services, verifier: TokenVerifier, metrics: Metrics
     """Hub, broker, inbox and presence of this process, wired together."""
     settings = services.settings
     assert settings.encryption_key is not None
-    broker = make_broker(settings.redis_url)
+    broker = make_broker(settings.redis_url, settings.redis_channel)
     inbox: Inbox
     hub = Hub(queue_size=settings.ws_queue_size, on_sent=lambda c, f: inbox.on_sent(c, f))
     inbox = Inbox(

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./.treevu/treevu.db"
     redis_url: str | None = None
+    #: Pub/sub channel; default ``treevu:notifications:<redis db number>``.
+    redis_channel: str | None = None
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_audience: str = "treevu"

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
@@ -102,7 +103,11 @@ class RedisBroker:
 
     async def start(self, receiver: Receiver) -> None:
         self._task = asyncio.create_task(self._listen(receiver), name="redis-broker")
-        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+        except TimeoutError:
+            await self.close()
+            raise
 
     async def _listen(self, receiver: Receiver) -> None:
         while True:
@@ -115,7 +120,7 @@ class RedisBroker:
                             continue
                         try:
                             batch = [Envelope.from_list(x) for x in json.loads(message["data"])]
-                        except (ValueError, TypeError, KeyError) as exc:
+                        except (ValueError, TypeError, KeyError, OverflowError) as exc:
                             log.warning("dropping a malformed broker message: %s", exc)
                             continue
                         await _hand_over(receiver, batch)
@@ -145,5 +150,14 @@ class RedisBroker:
             return False
 
 
-def make_broker(redis_url: str | None) -> Broker:
-    return RedisBroker(redis_url) if redis_url else InProcessBroker()
+def channel_for(redis_url: str) -> str:
+    """Pub/sub ignores database numbers: name the channel after the database so that two
+    deployments sharing one Redis server (``…/14``, ``…/15``) never hear each other."""
+    path = urlsplit(redis_url).path.strip("/") or "0"
+    return f"{CHANNEL}:{path}"
+
+
+def make_broker(redis_url: str | None, channel: str | None = None) -> Broker:
+    if not redis_url:
+        return InProcessBroker()
+    return RedisBroker(redis_url, channel or channel_for(redis_url))

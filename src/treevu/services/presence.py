@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def new_node_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    # nodeId is VARCHAR(64): long host names (Kubernetes pod names) are cut.
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Presence:
@@ -125,7 +126,10 @@ class Presence:
         async with self._sessions() as session:
             result = await session.execute(
                 delete(WebsocketConnection).where(
-                    WebsocketConnection.node_id != self.node_id,
+                    or_(
+                        WebsocketConnection.node_id.is_(None),
+                        WebsocketConnection.node_id != self.node_id,
+                    ),
                     or_(
                         WebsocketConnection.last_heartbeat < cutoff,
                         and_(
