@@ -578,3 +578,24 @@ async def test_metrics_health_and_readiness(db: Database) -> None:
         assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
         assert httpx.get(server.url + "/readyz").json() == {"ready": True, "database": True}
         await ws.close()
+
+
+async def test_acks_of_sent_notifications_are_not_charged_to_the_rate_limit(
+    db: Database,
+) -> None:
+    with serving(db, ws_messages_per_minute=5) as server:
+        ids = [notify(server, db, ALICE, title=f"n{i}")["id"] for i in range(12)]
+        ws = await connect(server, token_for(db, ALICE))
+        await recv(ws)
+        for _ in ids:
+            got = await recv_type(ws, "notification")
+            await ws.send(json.dumps({"type": "ack", "id": got["notification"]["id"]}))
+        await wait_for(
+            lambda: (
+                {r.status for r in rows(db, NotificationQueue.user_id == ALICE)} == {"delivered"}
+            )
+        )
+        # Acks of ids this session was never sent are charged like any other message.
+        for _ in range(6):
+            await ws.send(json.dumps({"type": "ack", "id": 10**9}))
+        assert await closed_with(ws) == 4429

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query
 from treevu.api.deps import CurrentActor, ServicesDep
 from treevu.services import notifications as N
 from treevu.services import people, segmentation
+from treevu.services.bounds import MAX_INT
 from treevu.services.people import (
     EmployeeInputsIn,
     PutInputs,
@@ -41,7 +42,7 @@ from treevu.services.segmentation import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
-UserIdPath = Annotated[int, Path(alias="userId", ge=1)]
+UserIdPath = Annotated[int, Path(alias="userId", ge=1, le=MAX_INT)]
 SegmentPath = Annotated[SegmentName, Path()]
 Cursor = Annotated[str | None, Query()]
 RESPONSE_OPTIONS: dict[str, Any] = {"response_model_by_alias": True}
@@ -191,7 +192,7 @@ async def notification_history(
     "/notifications/{notificationId}/read", response_model=N.ReadResult, **RESPONSE_OPTIONS
 )
 async def notification_read(
-    notification_id: Annotated[int, Path(alias="notificationId", ge=1)],
+    notification_id: Annotated[int, Path(alias="notificationId", ge=1, le=MAX_INT)],
     svc: ServicesDep,
     actor: CurrentActor,
 ) -> N.ReadResult:

@@ -18,6 +18,7 @@ from treevu.db import (
     User,
 )
 from treevu.notifications.broker import Envelope
+from treevu.services.bounds import MAX_INT, RowId
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, not_found
 from treevu.services.inbox import UNREAD, Inbox, NewNotification
@@ -68,7 +69,7 @@ class HistoryPage(Model):
 
 
 class MarkAsRead(Model):
-    notification_id: int = Field(alias="notificationId", ge=1)
+    notification_id: int = Field(alias="notificationId", ge=1, le=MAX_INT)
 
 
 class ReadResult(Model):
@@ -115,7 +116,7 @@ class Stats(Model):
 
 
 class CreateNotification(Model):
-    user_id: int = Field(alias="userId", ge=1)
+    user_id: int = Field(alias="userId", ge=1, le=MAX_INT)
     type: NotificationType
     title: str = Field(min_length=1, max_length=255)
     message: str = Field(min_length=1, max_length=10_000)
@@ -123,7 +124,7 @@ class CreateNotification(Model):
 
 
 class Broadcast(Model):
-    user_ids: list[int] | None = Field(default=None, alias="userIds", max_length=100_000)
+    user_ids: list[RowId] | None = Field(default=None, alias="userIds", max_length=100_000)
     segment: (
         Literal[
             "crisis_intervention",

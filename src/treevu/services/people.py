@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from treevu.db import AuditLog, EmployeeInputs, SurveyResponse, User
 from treevu.segmentation.engine import INPUT_NAMES, InputError, validate_record
 from treevu.segmentation.survey import SurveyError, score_survey
+from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
 from treevu.services.segmentation import (
@@ -43,14 +44,14 @@ class UserCreate(Model):
     email: EmailStr
     name: str = Field(min_length=1, max_length=255)
     role: Role = "employee"
-    manager_id: int | None = Field(default=None, alias="managerId", ge=1)
+    manager_id: int | None = Field(default=None, alias="managerId", ge=1, le=MAX_INT)
     department: str | None = Field(default=None, max_length=100)
 
 
 class UserListInput(Model):
     role: Role | None = None
     department: str | None = None
-    manager_id: int | None = Field(default=None, alias="managerId", ge=1)
+    manager_id: int | None = Field(default=None, alias="managerId", ge=1, le=MAX_INT)
     cursor: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
@@ -67,17 +68,17 @@ class EmployeeInputsIn(Model):
     monthly_spending: float = Field(alias="monthlySpending", ge=0)
     savings_balance: float = Field(alias="savingsBalance", ge=0)
     monthly_debt_payments: float = Field(alias="monthlyDebtPayments", ge=0)
-    ewa_advances_30d: int = Field(alias="ewaAdvances30d", ge=0)
-    alerts_30d: int = Field(alias="alerts30d", ge=0)
+    ewa_advances_30d: int = Field(alias="ewaAdvances30d", ge=0, le=MAX_INT)
+    alerts_30d: int = Field(alias="alerts30d", ge=0, le=MAX_INT)
     survey_score: float | None = Field(default=None, alias="surveyScore", ge=0, le=100)
     active_days_30d: int = Field(alias="activeDays30d", ge=0, le=30)
-    goals_completed_90d: int = Field(alias="goalsCompleted90d", ge=0)
-    lessons_completed_90d: int = Field(alias="lessonsCompleted90d", ge=0)
-    tree_points: int = Field(alias="treePoints", ge=0)
+    goals_completed_90d: int = Field(alias="goalsCompleted90d", ge=0, le=MAX_INT)
+    lessons_completed_90d: int = Field(alias="lessonsCompleted90d", ge=0, le=MAX_INT)
+    tree_points: int = Field(alias="treePoints", ge=0, le=MAX_INT)
 
 
 class PutInputs(Model):
-    user_id: int = Field(alias="userId", ge=1)
+    user_id: int = Field(alias="userId", ge=1, le=MAX_INT)
     inputs: EmployeeInputsIn
 
 
@@ -88,7 +89,7 @@ class SurveyIn(Model):
 
 
 class SubmitSurvey(Model):
-    user_id: int = Field(alias="userId", ge=1)
+    user_id: int = Field(alias="userId", ge=1, le=MAX_INT)
     survey: SurveyIn
 
 

@@ -278,14 +278,18 @@ class Realtime:
             raw = await socket.receive()
             if raw is None or conn.closed:
                 return
-            if not await self.svc.limits.ws_message(actor.user_id):
+            msg: Any = None
+            if isinstance(raw, str):
+                with contextlib.suppress(ValueError):
+                    msg = json.loads(raw)
+            # Acknowledging what this session was sent is not charged: a replay of up to
+            # replay_bound (500) notifications must not trip the 100-a-minute limit.
+            if not _acks_sent(conn, msg) and not await self.svc.limits.ws_message(actor.user_id):
                 raise Closed(CLOSE_RATE_LIMITED, "too many messages")
             if isinstance(raw, bytes):
                 conn.send_control(_error("binary_not_supported", "send JSON text frames"))
                 continue
-            try:
-                msg = json.loads(raw)
-            except ValueError:
+            if msg is None and raw.strip() != "null":
                 conn.send_control(_error("invalid_json", "message is not JSON"))
                 continue
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
@@ -319,6 +323,13 @@ class Realtime:
             conn.send_control(_error("already_authenticated", "this session is authenticated"))
         else:
             conn.send_control(_error("unknown_type", f"unknown message type {kind!r}"))
+
+
+def _acks_sent(conn: Connection, msg: Any) -> bool:
+    if not isinstance(msg, dict) or msg.get("type") != "ack":
+        return False
+    nid = msg.get("id")
+    return isinstance(nid, int) and not isinstance(nid, bool) and conn.already_sent(nid)
 
 
 class _SocketTransport:

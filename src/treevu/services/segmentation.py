@@ -14,6 +14,7 @@ from treevu.db import EmployeeInputs, EmployeeSegment, Intervention, Recommendat
 from treevu.segmentation.engine import Inputs, score
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS
 from treevu.segmentation.recommendations import CATALOG, rank_recommendations
+from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
 from treevu.services.recompute import RecomputeResult, recompute
@@ -33,7 +34,7 @@ class Empty(Model):
 
 
 class UserRef(Model):
-    user_id: int | None = Field(default=None, alias="userId", ge=1)
+    user_id: int | None = Field(default=None, alias="userId", ge=1, le=MAX_INT)
 
 
 class WellnessProfile(Model):
@@ -61,7 +62,7 @@ class CurrentSegment(Model):
 
 
 class RecommendationsInput(Model):
-    user_id: int | None = Field(default=None, alias="userId", ge=1)
+    user_id: int | None = Field(default=None, alias="userId", ge=1, le=MAX_INT)
     limit: int = Field(default=5, ge=1, le=50)
 
 
@@ -202,6 +203,8 @@ def decode_cursor(cursor: str | None) -> int | None:
         value = int(base64.urlsafe_b64decode(cursor.encode()).decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request("cursor", "not a cursor returned by this API") from exc
+    if not 0 <= value <= MAX_INT:
+        raise bad_request("cursor", "not a cursor returned by this API")
     return value
 
 
