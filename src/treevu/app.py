@@ -83,6 +83,7 @@ def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: E
             settings.redis_url,
             ws_per_minute=settings.ws_messages_per_minute,
             admin_per_minute=settings.admin_notifications_per_minute,
+            recompute_per_day=settings.recompute_per_day,
         ),
     )
 

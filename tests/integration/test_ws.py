@@ -599,3 +599,18 @@ async def test_acks_of_sent_notifications_are_not_charged_to_the_rate_limit(
         for _ in range(6):
             await ws.send(json.dumps({"type": "ack", "id": 10**9}))
         assert await closed_with(ws) == 4429
+
+
+async def test_user_requested_recompute_once_a_day(db: Database) -> None:
+    with serving(db) as server:
+        auth = {"Authorization": f"Bearer {token_for(db, ALICE)}"}
+        first = httpx.post(f"{server.url}/api/v1/me/recompute", headers=auth)
+        assert first.status_code == 200 and first.json()["userId"] == ALICE
+        second = httpx.post(f"{server.url}/api/v1/me/recompute", headers=auth)
+        assert second.status_code == 429
+        assert int(second.headers["Retry-After"]) > 3600
+        other = httpx.post(
+            f"{server.url}/api/v1/me/recompute",
+            headers={"Authorization": f"Bearer {token_for(db, BOB)}"},
+        )
+        assert other.status_code == 200  # the limit is per user

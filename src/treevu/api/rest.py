@@ -53,6 +53,11 @@ async def my_profile(svc: ServicesDep, actor: CurrentActor) -> WellnessProfile:
     return await segmentation.get_wellness_profile(svc, actor, UserRef())
 
 
+@router.post("/me/recompute", response_model=WellnessProfile, **RESPONSE_OPTIONS)
+async def recompute_my_profile(svc: ServicesDep, actor: CurrentActor) -> WellnessProfile:
+    return await segmentation.recompute_my_profile(svc, actor, Empty())
+
+
 @router.get("/employees/{userId}/profile", response_model=WellnessProfile, **RESPONSE_OPTIONS)
 async def employee_profile(
     user_id: UserIdPath, svc: ServicesDep, actor: CurrentActor

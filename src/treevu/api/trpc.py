@@ -66,6 +66,7 @@ PROCEDURES: dict[str, Procedure] = {
     "segmentation.getCampaignTargets": _q(S.CampaignTargetsInput, S.get_campaign_targets),
     "segmentation.getPolicy": _q(S.Empty, S.get_policy),
     "segmentation.bulkUpdateSegments": _m(S.Empty, S.bulk_update_segments),
+    "segmentation.recomputeMyProfile": _m(S.Empty, S.recompute_my_profile),
     "segmentation.updateInputs": _m(people.PutInputs, people.put_inputs),
     "segmentation.submitSurvey": _m(people.SubmitSurvey, people.submit_survey),
     "users.list": _q(people.UserListInput, people.list_users),

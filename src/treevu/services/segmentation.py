@@ -545,6 +545,22 @@ async def bulk_update_segments(svc: Services, actor: Actor, inp: Empty) -> Recom
     )
 
 
+async def recompute_my_profile(svc: Services, actor: Actor, inp: Empty) -> WellnessProfile:
+    """An employee asks for a fresh profile: at most ``TREEVU_RECOMPUTE_PER_DAY`` a day."""
+    retry_after = await svc.limits.user_recompute(actor.user_id)
+    if retry_after is not None:
+        raise ServiceError(
+            "TOO_MANY_REQUESTS",
+            f"your profile can be recomputed {svc.settings.recompute_per_day} time(s) a day; "
+            f"retry in {retry_after}s",
+            retry_after=retry_after,
+        )
+    result = await run_recompute(svc, [actor.user_id])
+    if result.scored == 0:
+        raise not_found(f"no inputs for user {actor.user_id}")
+    return await get_wellness_profile(svc, actor, UserRef())
+
+
 async def get_policy(svc: Services, actor: Actor, inp: Empty) -> dict[str, Any]:
     actor.require_admin()
     return svc.policy.public()
