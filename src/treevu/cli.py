@@ -33,6 +33,7 @@ from treevu.notifications.metrics import Metrics
 from treevu.population import ADMIN_EMAIL, generate_population
 from treevu.segmentation.engine import InputError, Inputs, profile_at, score
 from treevu.segmentation.policy import default_policy
+from treevu.segmentation.recommendations import eligibility
 from treevu.segmentation.survey import SurveyError, score_survey
 from treevu.services import notifications
 from treevu.services.auth import TokenVerifier, mint_token
@@ -180,7 +181,9 @@ def profile() -> None:
             err.print(f"line {number}: {exc}")
             status = 1
             continue
-        p = profile_at(score(inputs, policy), 0, policy)
+        profiles = score(inputs, policy)
+        p = profile_at(profiles, 0, policy)
+        recommendation_count = int(eligibility(inputs, profiles).sum(axis=1)[0])
         print(
             json.dumps(
                 {
@@ -193,6 +196,7 @@ def profile() -> None:
                     "interventionType": p.intervention_type,
                     "rule": p.rule,
                     "reasons": p.reasons,
+                    "recommendationCount": recommendation_count,
                     "policyVersion": policy.version,
                 }
             )
@@ -210,7 +214,14 @@ def _with_survey(record: dict[str, Any]) -> dict[str, Any]:
     for k in keys:
         if k not in record:
             raise InputError(k, "is required with surveyAnswers")
-    result = score_survey(record["surveyAnswers"], record["surveyAgeBand"], record["surveyMode"])
+    try:
+        result = score_survey(
+            record["surveyAnswers"], record["surveyAgeBand"], record["surveyMode"]
+        )
+    except SurveyError as exc:
+        names = {"answers": "surveyAnswers", "ageBand": "surveyAgeBand", "mode": "surveyMode"}
+        head, bracket, index = exc.field.partition("[")
+        raise InputError(names.get(head, head) + bracket + index, exc.detail) from exc
     rest = {k: v for k, v in record.items() if k not in keys}
     rest["surveyScore"] = result.scale_score
     return rest

@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from pydantic import EmailStr, TypeAdapter, ValidationError
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from treevu.db import EmployeeInputs, User
 from treevu.db.users import ROLES
-from treevu.segmentation.engine import INPUT_NAMES, InputError, validate_record
+from treevu.segmentation.engine import COUNT_INPUTS, INPUT_NAMES, InputError, validate_record
+from treevu.services.bounds import MAX_INT
 
 USER_COLUMNS = ("id", "email", "name", "role", "managerId", "department")
+_EMAIL: TypeAdapter[str] = TypeAdapter(EmailStr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +84,15 @@ def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowErr
         try:
             if None in record:
                 raise _RowProblem(RowError(line, "row", "more fields than the header"))
+            if None in record.values():
+                raise _RowProblem(RowError(line, "row", "fewer fields than the header"))
             email = (record.get("email") or "").strip().lower()
-            if "@" not in email or email.startswith("@") or email.endswith("@"):
-                raise _RowProblem(RowError(line, "email", f"not an e-mail address: {email!r}"))
+            try:
+                email = _EMAIL.validate_python(email).lower()
+            except ValidationError:
+                raise _RowProblem(
+                    RowError(line, "email", f"not an e-mail address: {email!r}")
+                ) from None
             if email in seen:
                 raise _RowProblem(RowError(line, "email", f"{email} appears twice in the file"))
             name = (record.get("name") or "").strip()
@@ -121,6 +130,8 @@ def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowEr
         try:
             if None in record:
                 raise _RowProblem(RowError(line, "row", "more fields than the header"))
+            if None in record.values():
+                raise _RowProblem(RowError(line, "row", "fewer fields than the header"))
             user_id = _int(line, "userId", record.get("userId"))
             values: dict[str, Any] = {}
             for name in INPUT_NAMES:
@@ -138,6 +149,9 @@ def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowEr
                 checked: dict[str, Any] = dict(validate_record(values))
             except InputError as exc:
                 raise _RowProblem(RowError(line, exc.field, exc.message)) from exc
+            for name in (*COUNT_INPUTS, "treePoints"):  # 32-bit INTEGER columns on PG/MariaDB
+                if checked[name] > MAX_INT:
+                    raise _RowProblem(RowError(line, name, f"must be at most {MAX_INT}"))
             rows.append({**checked, "userId": user_id, "_line": line})
         except _RowProblem as problem:
             errors.append(problem.error)
@@ -156,9 +170,14 @@ def import_users(
     rows, errors = parse_users(lines)
     with Session(engine) as session, session.begin():
         known = {u for u in session.scalars(select(User.id))}
+        email_of = {uid: email for uid, email in session.execute(select(User.id, User.email))}
         ids_in_file = {r["id"] for r in rows if r["id"] is not None}
         good: list[dict[str, Any]] = []
         for row in rows:
+            owner = email_of.get(row["id"])
+            if owner is not None and owner != row["email"]:
+                errors.append(RowError(row["_line"], "id", f"id {row['id']} belongs to {owner}"))
+                continue
             manager = row["managerId"]
             if manager is not None and manager not in known and manager not in ids_in_file:
                 errors.append(RowError(row["_line"], "managerId", f"no user {manager}"))
@@ -223,6 +242,18 @@ def _write_users(session: Session, rows: list[dict[str, Any]], now: datetime) ->
         user.department = row["department"]
         session.add(user)
         session.flush()
+        if row["id"] is not None:
+            _sync_user_ids(session)
+
+
+def _sync_user_ids(session: Session) -> None:
+    """PostgreSQL's sequence does not move past ids written explicitly; move it."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT MAX(id) FROM users))"
+            )
+        )
 
 
 Kind = Literal["users", "inputs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -75,6 +75,14 @@ class EmployeeInputsIn(Model):
     goals_completed_90d: int = Field(alias="goalsCompleted90d", ge=0, le=MAX_INT)
     lessons_completed_90d: int = Field(alias="lessonsCompleted90d", ge=0, le=MAX_INT)
     tree_points: int = Field(alias="treePoints", ge=0, le=MAX_INT)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: object) -> object:
+        # Lax mode would turn "3000" into 3000.0 and true into 1; SPEC §3 rejects text.
+        if isinstance(value, bool | str):
+            raise ValueError(f"must be a number, got {type(value).__name__} {value!r}")
+        return value
 
 
 class PutInputs(Model):

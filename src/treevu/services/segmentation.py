@@ -508,7 +508,7 @@ async def get_campaign_targets(
                 or 0
             )
 
-    count = await svc.stats_cache.get(("targets", inp.segment), await _data_version(svc), total)
+    count = await total()
     return CampaignTargets(
         segment=inp.segment,
         campaign_type=inp.campaign_type,
