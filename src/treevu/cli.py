@@ -24,6 +24,7 @@ from treevu.app import (
     check_migrated,
     create_app,
     make_engines,
+    ws_options,
 )
 from treevu.config import Settings
 from treevu.db import NotificationQueue, User
@@ -409,14 +410,8 @@ def serve(
 
 def _run(settings: Settings, host: str, port: int, workers: int) -> None:
     # /ws through TreevuWebSocketProtocol: deflate without context takeover, the message-size
-    # limit (1009), pings at the heartbeat interval. (Import to move to the top of the module.)
-    from treevu.notifications.ws_protocol import uvicorn_ws_options
-
-    ws = uvicorn_ws_options(
-        max_message_bytes=settings.max_message_bytes,
-        compression=settings.ws_compression,
-        heartbeat_interval=settings.heartbeat_interval,
-    )
+    # limit (1009), pings at the heartbeat interval.
+    ws = ws_options(settings)
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **ws)
     else:

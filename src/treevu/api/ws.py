@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
+from fastapi import WebSocket
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from treevu.services.realtime import Closed, Realtime
 
-router = APIRouter()
+WS_PATH = "/ws"
 
 
 class StarletteSocket:
@@ -44,8 +44,8 @@ async def _deny(ws: WebSocket, status: int, message: str) -> None:
     await ws.send_denial_response(JSONResponse({"error": message}, status_code=status))
 
 
-@router.websocket("/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
+    """``/ws`` (called by ``TreevuApp`` directly, outside FastAPI's router)."""
     realtime: Realtime = ws.app.state.realtime
     settings = realtime.settings
     origin = ws.headers.get("origin")

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,7 +62,8 @@ class Connection:
         "user_id",
         "expires_at",
         "_transport",
-        "_queue",
+        "_queue_size",
+        "_pending",
         "_writer",
         "_sent_ids",
         "_replay_buffer",
@@ -83,7 +85,10 @@ class Connection:
         self.user_id = user_id
         self.expires_at = expires_at
         self._transport = transport
-        self._queue: asyncio.Queue[Outgoing | _Close] = asyncio.Queue(queue_size)
+        self._queue_size = queue_size
+        # The queue and its writer task exist only while there is something to write: ten
+        # thousand idle sockets hold neither (memory per connection is the budget here).
+        self._pending: deque[Outgoing | _Close] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._sent_ids: set[int] = set()
         # While the connect-time replay runs, live notifications wait here so that the client
@@ -93,12 +98,9 @@ class Connection:
         self._floor = 0  # ids at or below it are never sent (the client reloads them over HTTP)
         self.closed = False
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.user_id}")
-
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending) if self._pending is not None else 0
 
     def send_control(self, payload: dict[str, object]) -> None:
         """Queue a non-notification message (welcome, heartbeat, unread_count, error, …)."""
@@ -142,40 +144,56 @@ class Connection:
     def _put(self, item: Outgoing) -> None:
         if self.closed:
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if self._pending is None:
+            self._pending = deque()
+        elif len(self._pending) >= self._queue_size:
             log.info("connection %s of user %s fell behind", self.connection_id, self.user_id)
             self.close(CLOSE_TRY_AGAIN_LATER, "too slow: reconnect and resume")
+            return
+        self._pending.append(item)
+        self._wake_writer()
 
     def close(self, code: int, reason: str) -> None:
-        """Close after what is already queued; safe to call more than once."""
+        """Close after what is already queued (dropped when the client fell behind)."""
         if self.closed:
             return
         self.closed = True
-        # Make room: a close must get through even when the queue is full.
-        while self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_Close(code, reason))
+        if self._pending is None or len(self._pending) >= self._queue_size:
+            self._pending = deque()
+        self._pending.append(_Close(code, reason))
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
+        pending = self._pending
         try:
-            while True:
-                item = await self._queue.get()
+            while pending:
+                item = pending.popleft()
                 if isinstance(item, _Close):
+                    pending.clear()
                     with contextlib.suppress(Exception):
                         await self._transport.close(item.code, item.reason)
                     return
                 await self._transport.send_text(item.text)
                 if item.notification_id is not None:
                     self._on_sent(self, item)
+                pending = self._pending
         except Exception:  # the socket went away; the endpoint cleans up
             self.closed = True
+        finally:
+            # Drained (or done): drop the queue and this task until the next frame.
+            self._writer = None
+            if self._pending is not None and not self._pending:
+                self._pending = None
 
     async def wait_closed(self) -> None:
-        if self._writer is not None:
+        writer = self._writer
+        if writer is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._writer)
+                await asyncio.shield(writer)
 
     def cancel(self) -> None:
         self.closed = True
@@ -196,7 +214,6 @@ class Hub:
             user_id, expires_at, transport, queue_size=self._queue_size, on_sent=self._on_sent
         )
         self._by_user.setdefault(user_id, set()).add(conn)
-        conn.start()
         return conn
 
     def disconnect(self, conn: Connection) -> None:
