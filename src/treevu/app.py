@@ -192,6 +192,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics_endpoint() -> Response:
         realtime: Realtime = app.state.realtime
         metrics.queue_depth.set(realtime.hub.queue_depth())
+        await realtime.refresh_gauges()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

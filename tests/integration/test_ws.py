@@ -614,3 +614,26 @@ async def test_user_requested_recompute_once_a_day(db: Database) -> None:
             headers={"Authorization": f"Bearer {token_for(db, BOB)}"},
         )
         assert other.status_code == 200  # the limit is per user
+
+
+async def test_click_is_recorded_and_metrics_report_rates_and_segments(db: Database) -> None:
+    with serving(db) as server:
+        ws = await connect(server, token_for(db, ALICE))
+        await recv(ws)
+        created = notify(server, db, ALICE)
+        await recv_type(ws, "notification")
+        auth = {"Authorization": f"Bearer {token_for(db, ALICE)}"}
+        r = httpx.post(f"{server.url}/api/v1/notifications/{created['id']}/click", headers=auth)
+        assert r.json() == {"updated": 1, "unreadCount": 0}
+        row = rows(db, NotificationQueue.id == created["id"])[0]
+        assert row.status == "read" and row.clicked_at is not None
+        other = httpx.post(
+            f"{server.url}/api/v1/notifications/{created['id']}/click",
+            headers={"Authorization": f"Bearer {token_for(db, BOB)}"},
+        )
+        assert other.status_code == 404
+        text = httpx.get(server.url + "/metrics").text
+        assert "treevu_notification_read_rate 1.0" in text
+        assert "treevu_notification_click_rate 1.0" in text
+        assert 'treevu_segment_size{segment="at_risk"}' in text
+        await ws.close()

@@ -204,6 +204,17 @@ async def notification_read(
     return await N.mark_as_read(svc, actor, N.MarkAsRead(notification_id=notification_id))
 
 
+@router.post(
+    "/notifications/{notificationId}/click", response_model=N.ReadResult, **RESPONSE_OPTIONS
+)
+async def notification_click(
+    notification_id: Annotated[int, Path(alias="notificationId", ge=1, le=MAX_INT)],
+    svc: ServicesDep,
+    actor: CurrentActor,
+) -> N.ReadResult:
+    return await N.track_click(svc, actor, N.MarkAsRead(notification_id=notification_id))
+
+
 @router.post("/notifications/read-all", response_model=N.ReadResult, **RESPONSE_OPTIONS)
 async def notifications_read_all(svc: ServicesDep, actor: CurrentActor) -> N.ReadResult:
     return await N.mark_all_as_read(svc, actor, N.Empty())

@@ -74,6 +74,7 @@ PROCEDURES: dict[str, Procedure] = {
     "websocket.getHistory": _q(N.HistoryInput, N.get_history),
     "websocket.markAsRead": _m(N.MarkAsRead, N.mark_as_read),
     "websocket.markAllAsRead": _m(N.Empty, N.mark_all_as_read),
+    "websocket.trackClick": _m(N.MarkAsRead, N.track_click),
     "websocket.getUnreadCount": _q(N.Empty, N.get_unread_count),
     "websocket.clearAll": _m(N.Empty, N.clear_all),
     "websocket.getPreferences": _q(N.Empty, N.get_preferences),

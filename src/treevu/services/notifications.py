@@ -203,6 +203,24 @@ async def mark_as_read(svc: Services, actor: Actor, inp: MarkAsRead) -> ReadResu
     return ReadResult(updated=updated, unread_count=await _publish_unread(svc, actor.user_id))
 
 
+async def track_click(svc: Services, actor: Actor, inp: MarkAsRead) -> ReadResult:
+    """The user followed the notification's link: record the click (it is read, too)."""
+    async with svc.sessions() as session:
+        row = await session.get(NotificationQueue, inp.notification_id)
+        if row is None or row.user_id != actor.user_id or row.status == "cleared":
+            raise not_found(f"notificationId: no notification {inp.notification_id}")
+        now = svc.clock()
+        updated = 0
+        if row.clicked_at is None:
+            row.clicked_at = now
+            updated = 1
+        if row.status != "read":
+            row.status = "read"
+            row.read_at = now
+        await session.commit()
+    return ReadResult(updated=updated, unread_count=await _publish_unread(svc, actor.user_id))
+
+
 async def mark_all_as_read(svc: Services, actor: Actor, inp: Empty) -> ReadResult:
     async with svc.sessions() as session:
         result = await session.execute(

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from treevu.db import User
+from treevu.db import EmployeeSegment, NotificationQueue, User
 from treevu.notifications.hub import (
     CLOSE_EXPIRED,
     CLOSE_RATE_LIMITED,
@@ -28,6 +28,7 @@ from treevu.notifications.hub import (
     Hub,
 )
 from treevu.notifications.metrics import Metrics
+from treevu.segmentation.policy import SEGMENTS
 from treevu.services import notifications as inbox_ops
 from treevu.services.auth import AuthError, Claims, TokenVerifier
 from treevu.services.context import Actor, Services
@@ -87,6 +88,7 @@ class Realtime:
         self.metrics = metrics
         self.settings = svc.settings
         self._jobs: list[asyncio.Task[None]] = []
+        self._gauges_at = float("-inf")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -152,6 +154,46 @@ class Realtime:
         await self.presence.remove_dead_nodes(
             timedelta(seconds=3 * self.settings.heartbeat_interval)
         )
+
+    async def refresh_gauges(self, max_age_seconds: float = 30.0) -> None:
+        """Segment sizes and read/click rates for ``/metrics``, recounted at most every 30 s."""
+        now = time.monotonic()
+        if now - self._gauges_at < max_age_seconds:
+            return
+        self._gauges_at = now
+        async with self.svc.sessions() as session:
+            sizes = dict(
+                (
+                    await session.execute(
+                        select(EmployeeSegment.segment, func.count()).group_by(
+                            EmployeeSegment.segment
+                        )
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            by_status = dict(
+                (
+                    await session.execute(
+                        select(NotificationQueue.status, func.count()).group_by(
+                            NotificationQueue.status
+                        )
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            clicked = await session.scalar(
+                select(func.count())
+                .select_from(NotificationQueue)
+                .where(NotificationQueue.clicked_at.is_not(None))
+            )
+        for segment in SEGMENTS:
+            self.metrics.segment_size.labels(segment).set(sizes.get(segment, 0))
+        reached = sum(by_status.get(s, 0) for s in ("sent", "delivered", "read"))
+        self.metrics.read_rate.set(by_status.get("read", 0) / reached if reached else 0.0)
+        self.metrics.click_rate.set((clicked or 0) / reached if reached else 0.0)
 
     # -- events from the segmentation engine -------------------------------------------------
 
