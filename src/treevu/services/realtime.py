@@ -161,29 +161,15 @@ class Realtime:
         if now - self._gauges_at < max_age_seconds:
             return
         self._gauges_at = now
+        segment_sql = select(EmployeeSegment.segment, func.count()).group_by(
+            EmployeeSegment.segment
+        )
+        status_sql = select(NotificationQueue.status, func.count()).group_by(
+            NotificationQueue.status
+        )
         async with self.svc.sessions() as session:
-            sizes = dict(
-                (
-                    await session.execute(
-                        select(EmployeeSegment.segment, func.count()).group_by(
-                            EmployeeSegment.segment
-                        )
-                    )
-                )
-                .tuples()
-                .all()
-            )
-            by_status = dict(
-                (
-                    await session.execute(
-                        select(NotificationQueue.status, func.count()).group_by(
-                            NotificationQueue.status
-                        )
-                    )
-                )
-                .tuples()
-                .all()
-            )
+            sizes = {str(k): int(v) for k, v in (await session.execute(segment_sql)).all()}
+            by_status = {str(k): int(v) for k, v in (await session.execute(status_sql)).all()}
             clicked = await session.scalar(
                 select(func.count())
                 .select_from(NotificationQueue)
