@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool
 
 from tests.conftest import Database
+from treevu.db import Base
 from treevu.db.migrate import current_revision, downgrade, head_revision, upgrade
 
-ORIGINAL = {
+ORIGINAL: dict[str, dict[str, Any]] = {
     "employee_segments": {
         "columns": {
             "id",
@@ -119,3 +124,15 @@ def test_default_reward_tiers_are_seeded(database: Database) -> None:
         ("Rising Stars", 2500),
         ("Financial Champions", 5000),
     ]
+
+
+def test_models_and_migrations_agree(database: Database) -> None:
+    """Autogenerate against the migrated database finds nothing to add or drop."""
+    engine = create_engine(database.settings().sync_database_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    structural = [d for d in diff if isinstance(d, tuple) and d[0].startswith(("add_", "remove_"))]
+    assert structural == []
