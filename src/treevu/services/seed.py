@@ -1,7 +1,9 @@
 """Write a synthetic population (``treevu.population``) into the database, fast.
 
-Rows go through the DBAPI cursor in chunks of ``executemany``: a million users and their inputs
-take seconds, not minutes. Re-seeding replaces users with the same ids.
+Rows go through the DBAPI cursor in chunks (``executemany``; ``COPY`` on PostgreSQL): a million
+users and their inputs take seconds, not minutes. Timestamps are bound as the bulk recompute
+binds them (:func:`~treevu.services.recompute.db_timestamp`), converted once per distinct value
+rather than once per row. Re-seeding replaces users with the same ids.
 """
 
 from __future__ import annotations
@@ -11,12 +13,44 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
-from sqlalchemy import Engine
+import numpy.typing as npt
+from sqlalchemy import Connection, Engine
 
 from treevu.population import DEPARTMENTS, ROLES, Population
+from treevu.services.recompute import db_timestamp
 
 CHUNK: Final = 50_000
+#: Survey dates spread over this many days back: some fall outside the 180-day window.
+SURVEY_AGE_DAYS: Final = 200
 ProgressFn = Callable[[str, int, int], None]
+
+USER_COLUMNS: Final = (
+    "id",
+    "email",
+    "name",
+    "role",
+    "managerId",
+    "department",
+    "isActive",
+    "counselorCapacity",
+    "createdAt",
+)
+INPUT_COLUMNS: Final = (
+    "userId",
+    "monthlyIncome",
+    "monthlySpending",
+    "savingsBalance",
+    "monthlyDebtPayments",
+    "ewaAdvances30d",
+    "alerts30d",
+    "surveyScore",
+    "surveyAt",
+    "activeDays30d",
+    "goalsCompleted90d",
+    "lessonsCompleted90d",
+    "treePoints",
+    "updatedAt",
+)
 
 
 def write_population(
@@ -24,111 +58,21 @@ def write_population(
 ) -> int:
     """Insert (or replace) every user of ``population`` and the inputs of those who have them."""
     n = len(population.user_id)
-    stamp = now.replace(tzinfo=None)
-    departments = np.array((*DEPARTMENTS, None), dtype=object)
-    roles = np.array(ROLES, dtype=object)
-    has_dept = population.role != ROLES.index("admin")
-    dept_codes = np.where(has_dept, population.department, len(DEPARTMENTS))
-    manager = population.manager_id
-    users = list(
-        zip(
-            population.user_id.tolist(),
-            population.email,
-            population.name,
-            roles[population.role].tolist(),
-            [None if m == 0 else m for m in manager.tolist()],
-            departments[dept_codes].tolist(),
-            [True] * n,
-            population.counselor_capacity.tolist(),
-            [stamp] * n,
-            strict=True,
-        )
-    )
-    rows = np.flatnonzero(population.has_inputs)
-    inp = population.inputs
-    survey = inp.survey_score[rows]
-    has_survey = ~np.isnan(survey)
-    # Survey dates spread over the last 200 days: some fall outside the 180-day window.
-    rng = np.random.default_rng(int(n))
-    age_days = rng.integers(0, 200, size=len(rows))
-    survey_at = [
-        stamp - timedelta(days=int(d)) if s else None
-        for d, s in zip(age_days.tolist(), has_survey.tolist(), strict=True)
-    ]
-    inputs = list(
-        zip(
-            population.user_id[rows].tolist(),
-            inp.monthly_income[rows].tolist(),
-            inp.monthly_spending[rows].tolist(),
-            inp.savings_balance[rows].tolist(),
-            inp.monthly_debt_payments[rows].tolist(),
-            inp.ewa_advances_30d[rows].astype(np.int64).tolist(),
-            inp.alerts_30d[rows].astype(np.int64).tolist(),
-            [None if not h else float(v) for v, h in zip(survey, has_survey, strict=True)],
-            survey_at,
-            inp.active_days_30d[rows].astype(np.int64).tolist(),
-            inp.goals_completed_90d[rows].astype(np.int64).tolist(),
-            inp.lessons_completed_90d[rows].astype(np.int64).tolist(),
-            inp.tree_points[rows].astype(np.int64).tolist(),
-            [stamp] * len(rows),
-            strict=True,
-        )
-    )
     with engine.begin() as conn:
-        p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        q = '"' if conn.dialect.name == "postgresql" else ""
-        ids = population.user_id
+        users = _user_columns(population, db_timestamp(conn, now))
+        inputs = _input_columns(conn, population, now)
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         cur = dbapi.cursor()
+        p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         try:
             # Replace: drop what these ids had (cascades to their inputs and profiles).
+            ids = population.user_id
             for start in range(0, n, CHUNK):
                 lo, hi = int(ids[start]), int(ids[min(start + CHUNK, n) - 1])
                 cur.execute(f"DELETE FROM users WHERE id BETWEEN {p} AND {p}", (lo, hi))
-            _insert(
-                cur,
-                "users",
-                (
-                    "id",
-                    "email",
-                    "name",
-                    "role",
-                    "managerId",
-                    "department",
-                    "isActive",
-                    "counselorCapacity",
-                    "createdAt",
-                ),
-                users,
-                p,
-                q,
-                progress,
-            )
-            _insert(
-                cur,
-                "employee_inputs",
-                (
-                    "userId",
-                    "monthlyIncome",
-                    "monthlySpending",
-                    "savingsBalance",
-                    "monthlyDebtPayments",
-                    "ewaAdvances30d",
-                    "alerts30d",
-                    "surveyScore",
-                    "surveyAt",
-                    "activeDays30d",
-                    "goalsCompleted90d",
-                    "lessonsCompleted90d",
-                    "treePoints",
-                    "updatedAt",
-                ),
-                inputs,
-                p,
-                q,
-                progress,
-            )
+            _insert(conn, cur, "users", USER_COLUMNS, users, progress)
+            _insert(conn, cur, "employee_inputs", INPUT_COLUMNS, inputs, progress)
             if conn.dialect.name == "postgresql":
                 cur.execute(
                     "SELECT setval(pg_get_serial_sequence('users', 'id'), "
@@ -139,18 +83,85 @@ def write_population(
     return n
 
 
+def _user_columns(population: Population, stamp: datetime | str) -> list[list[Any]]:
+    n = len(population.user_id)
+    departments = np.array((*DEPARTMENTS, None), dtype=object)
+    has_dept = population.role != ROLES.index("admin")
+    dept_codes = np.where(has_dept, population.department, len(DEPARTMENTS))
+    manager = population.manager_id
+    return [
+        population.user_id.tolist(),
+        population.email,
+        population.name,
+        np.array(ROLES, dtype=object)[population.role].tolist(),
+        [None if m == 0 else m for m in manager.tolist()],
+        departments[dept_codes].tolist(),
+        [True] * n,
+        population.counselor_capacity.tolist(),
+        [stamp] * n,
+    ]
+
+
+def _input_columns(conn: Connection, population: Population, now: datetime) -> list[list[Any]]:
+    rows = np.flatnonzero(population.has_inputs)
+    inp = population.inputs
+    survey = inp.survey_score[rows]
+    has_survey = ~np.isnan(survey)
+    rng = np.random.default_rng(len(population.user_id))
+    age_days = rng.integers(0, SURVEY_AGE_DAYS, size=len(rows))
+    days_ago = np.array(
+        [db_timestamp(conn, now - timedelta(days=d)) for d in range(SURVEY_AGE_DAYS)],
+        dtype=object,
+    )
+    stamp = db_timestamp(conn, now)
+    survey_score = survey.astype(object)
+    survey_score[~has_survey] = None
+    survey_at = days_ago[age_days]
+    survey_at[~has_survey] = None
+
+    def counts(column: npt.NDArray[np.float64]) -> list[int]:
+        values: list[int] = column[rows].astype(np.int64).tolist()
+        return values
+
+    return [
+        population.user_id[rows].tolist(),
+        inp.monthly_income[rows].tolist(),
+        inp.monthly_spending[rows].tolist(),
+        inp.savings_balance[rows].tolist(),
+        inp.monthly_debt_payments[rows].tolist(),
+        counts(inp.ewa_advances_30d),
+        counts(inp.alerts_30d),
+        survey_score.tolist(),
+        survey_at.tolist(),
+        counts(inp.active_days_30d),
+        counts(inp.goals_completed_90d),
+        counts(inp.lessons_completed_90d),
+        counts(inp.tree_points),
+        [stamp] * len(rows),
+    ]
+
+
 def _insert(
+    conn: Connection,
     cur: Any,
     table: str,
-    cols: tuple[str, ...],
-    rows: list[tuple[Any, ...]],
-    p: str,
-    q: str,
+    names: tuple[str, ...],
+    columns: list[list[Any]],
     progress: ProgressFn | None,
 ) -> None:
-    names = ", ".join(f"{q}{c}{q}" for c in cols)
-    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join([p] * len(cols))})"
-    for start in range(0, len(rows), CHUNK):
-        cur.executemany(sql, rows[start : start + CHUNK])
+    total = len(columns[0])
+    if conn.dialect.name == "postgresql":
+        quoted = ", ".join(f'"{c}"' for c in names)
+        with cur.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+            for start in range(0, total, CHUNK):
+                for row in zip(*(c[start : start + CHUNK] for c in columns), strict=True):
+                    copy.write_row(row)
+                if progress:
+                    progress(table, min(start + CHUNK, total), total)
+        return
+    p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([p] * len(names))})"
+    for start in range(0, total, CHUNK):
+        cur.executemany(sql, zip(*(c[start : start + CHUNK] for c in columns), strict=True))
         if progress:
-            progress(table, min(start + CHUNK, len(rows)), len(rows))
+            progress(table, min(start + CHUNK, total), total)

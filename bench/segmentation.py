@@ -1,0 +1,494 @@
+"""Segmentation benchmark: bulk recompute and admin queries, per database backend and size.
+
+For each (backend, N): a fresh database (a SQLite file in a temporary directory, or a throwaway
+database on the MariaDB / PostgreSQL server, dropped afterwards), migrated and seeded with N
+synthetic users; then end-to-end :func:`treevu.services.recompute.recompute` timings for
+
+- ``first``: first placement, every profile written (plus one segment_history row each);
+- ``steady``: a re-run with nothing changed (read, score, compare, write nothing);
+- ``changed``: a re-run after the inputs of ~10% of users changed;
+- ``one user``: ``recompute(user_ids=[id])``, unchanged and after a change of that user's inputs;
+
+and p50/p99 latencies of the admin queries through the real service functions, with the stats
+cache cleared before every call (``uncached``) and warm (``cached``).
+
+Prints tables and writes JSON (``bench/results/segmentation.json`` by default). It reports
+against the targets and never fails on time. Wall-clock figures depend on what else runs on the
+machine: the JSON keeps the load average around each case and the CPU time of each recompute.
+
+    .venv/bin/python bench/segmentation.py                      # the default matrix
+    .venv/bin/python bench/segmentation.py --quick              # 10k users, fewer calls
+    .venv/bin/python bench/segmentation.py --sizes 1000000 --backends sqlite --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import sqlalchemy
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine, create_engine, delete, pool, select, text, update
+from sqlalchemy.engine import make_url
+
+from treevu.app import build_services, make_engines
+from treevu.config import Settings
+from treevu.db import EmployeeInputs, EmployeeSegment, SegmentHistory
+from treevu.db.migrate import upgrade
+from treevu.population import generate_population
+from treevu.segmentation.policy import SEGMENTS, default_policy
+from treevu.services import segmentation as seg
+from treevu.services.context import Actor, Services
+from treevu.services.recompute import RecomputeResult, recompute
+from treevu.services.seed import write_population
+
+SERVER_URLS: Final = {
+    "mariadb": os.environ.get("TREEVU_BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306"),
+    "postgresql": os.environ.get(
+        "TREEVU_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432"
+    ),
+}
+BACKENDS: Final = ("sqlite", "mariadb", "postgresql")
+DEFAULT_MATRIX: Final = (
+    ("sqlite", 10_000),
+    ("sqlite", 100_000),
+    ("sqlite", 1_000_000),
+    ("mariadb", 100_000),
+    ("postgresql", 100_000),
+)
+#: What the benchmark reports against (never asserts).
+TARGET_RECOMPUTE_S: Final = {1_000_000: 5.0, 10_000: 0.3}
+TARGET_QUERY_P99_MS: Final = 10.0
+SEED: Final = 42
+ONE_USER_CALLS: Final = 50
+ADMIN: Final = Actor(1, "admin")
+RESULTS: Final = Path(__file__).parent / "results" / "segmentation.json"
+KINDS: Final = {"first": "first", "steady": "steady", "changed": "10% changed"}
+
+console = Console(width=None if sys.stdout.isatty() else 132)
+
+
+@dataclass(slots=True)
+class Latency:
+    """Milliseconds over ``calls`` calls."""
+
+    calls: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Latency:
+        ms = np.asarray(seconds) * 1000.0
+        return cls(
+            calls=len(seconds),
+            p50_ms=round(float(np.percentile(ms, 50)), 3),
+            p99_ms=round(float(np.percentile(ms, 99)), 3),
+            max_ms=round(float(ms.max()), 3),
+        )
+
+
+@dataclass(slots=True)
+class RecomputeRun:
+    """The median of ``runs`` recomputes (wall seconds), with the phases of the median run."""
+
+    seconds: float
+    cpu_seconds: float
+    runs: list[float]
+    scored: int
+    written: int
+    segment_changes: int
+    phases: dict[str, float]
+
+
+@dataclass(slots=True)
+class Case:
+    backend: str
+    users: int
+    status: str = "ok"
+    seed_seconds: float = 0.0
+    load_average: list[float] = field(default_factory=list)  # 1-minute, before and after
+    recompute: dict[str, RecomputeRun] = field(default_factory=dict)
+    one_user: dict[str, Latency] = field(default_factory=dict)
+    queries: dict[str, dict[str, Latency]] = field(default_factory=dict)
+
+
+def _reachable(url: str) -> bool:
+    parsed = make_url(url)
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def throwaway_database(backend: str) -> Iterator[str]:
+    """The async URL of a fresh, empty database that is removed on exit."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="treevu-bench-") as tmp:
+            yield f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    base = SERVER_URLS[backend]
+    name = f"treevu_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        Settings(database_url=base).sync_database_url,
+        poolclass=pool.NullPool,
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        force = " WITH (FORCE)" if backend == "postgresql" else ""
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}{force}"))
+        admin.dispose()
+
+
+def _timed_recompute(
+    bulk: Engine, now: datetime, user_ids: list[int] | None = None
+) -> tuple[float, float, RecomputeResult]:
+    """Wall and CPU seconds of one recompute and what a caller does next (reads the changes)."""
+    gc.collect()
+    cpu, start = time.process_time(), time.perf_counter()
+    result = recompute(bulk, default_policy(), now=now, user_ids=user_ids)
+    result.segment_changes  # noqa: B018 — the services publish these, so they are part of it
+    return time.perf_counter() - start, time.process_time() - cpu, result
+
+
+def _median_run(runs: list[tuple[float, float, RecomputeResult]]) -> RecomputeRun:
+    ordered = sorted(runs, key=lambda run: run[0])
+    seconds, cpu, result = ordered[(len(ordered) - 1) // 2]
+    return RecomputeRun(
+        seconds=round(seconds, 3),
+        cpu_seconds=round(cpu, 3),
+        runs=[round(s, 3) for s, _, _ in runs],
+        scored=result.scored,
+        written=result.written,
+        segment_changes=len(result.segment_changes),
+        phases={k: round(v, 3) for k, v in result.timings.items()},
+    )
+
+
+def _change_inputs(bulk: Engine, where: Any) -> None:
+    """Spend more and get one more alert: moves fwi, often the segment."""
+    with bulk.begin() as conn:
+        conn.execute(
+            update(EmployeeInputs)
+            .where(where)
+            .values(
+                monthly_spending=EmployeeInputs.monthly_spending * 1.25 + 40,
+                alerts_30d=EmployeeInputs.alerts_30d + 1,
+            )
+        )
+
+
+class SeededDatabase:
+    """The seeded database, put back to "never placed" before each first placement.
+
+    SQLite: a copy of the seeded file is restored, so every first placement starts from the same
+    pages. Servers: the profiles and their history are deleted (and PostgreSQL vacuumed).
+    """
+
+    def __init__(self, settings: Settings, bulk: Engine) -> None:
+        self.settings = settings
+        self.bulk = bulk
+        self._pristine: Path | None = None
+        if bulk.dialect.name == "sqlite" and bulk.url.database:
+            bulk.dispose()  # the last connection to close checkpoints the WAL into the file
+            self._pristine = Path(f"{bulk.url.database}.seeded")
+            shutil.copyfile(bulk.url.database, self._pristine)
+
+    def reset(self) -> Engine:
+        if self._pristine is not None:
+            self.bulk.dispose()
+            live = Path(str(self.bulk.url.database))
+            for suffix in ("-wal", "-shm"):
+                Path(f"{live}{suffix}").unlink(missing_ok=True)
+            shutil.copyfile(self._pristine, live)
+            async_engine, self.bulk = make_engines(self.settings)
+            async_engine.sync_engine.dispose()
+            return self.bulk
+        with self.bulk.begin() as conn:
+            conn.execute(delete(SegmentHistory))
+            conn.execute(delete(EmployeeSegment))
+        if self.bulk.dialect.name == "postgresql":
+            with self.bulk.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.execute(text("VACUUM ANALYZE employee_segments, segment_history"))
+        return self.bulk
+
+
+def bench_recompute(db: SeededDatabase, now: datetime, repeat: int) -> dict[str, RecomputeRun]:
+    first = []
+    for k in range(repeat):
+        bulk = db.reset() if k else db.bulk
+        first.append(_timed_recompute(bulk, now))
+    steady = [_timed_recompute(bulk, now) for _ in range(repeat)]
+    changed = []
+    for k in range(repeat):
+        _change_inputs(bulk, EmployeeInputs.user_id % 10 == k % 10)
+        changed.append(_timed_recompute(bulk, now))
+    return {
+        "first": _median_run(first),
+        "steady": _median_run(steady),
+        "changed": _median_run(changed),
+    }
+
+
+def bench_one_user(bulk: Engine, now: datetime, calls: int) -> dict[str, Latency]:
+    """The one-user path (an input update, a survey): same function, ``user_ids=[id]``."""
+    with bulk.connect() as conn:
+        ids = list(conn.scalars(select(EmployeeInputs.user_id).order_by(EmployeeInputs.user_id)))
+    picked = [ids[k * len(ids) // calls] for k in range(calls)]
+    unchanged = [_timed_recompute(bulk, now, [uid])[0] for uid in picked]
+    changed = []
+    for uid in picked:
+        _change_inputs(bulk, EmployeeInputs.user_id == uid)
+        changed.append(_timed_recompute(bulk, now, [uid])[0])
+    return {"unchanged": Latency.of(unchanged), "changed": Latency.of(changed)}
+
+
+QueryCall = Callable[[Services, int], Awaitable[object]]
+
+
+def _queries() -> dict[str, QueryCall]:
+    """Each admin query as (services, call number) → awaitable; segments rotate per call."""
+
+    def segment(k: int) -> Any:
+        return SEGMENTS[k % len(SEGMENTS)]
+
+    return {
+        "segment_distribution": lambda svc, k: seg.get_segment_distribution(
+            svc, ADMIN, seg.Empty()
+        ),
+        "risk_distribution": lambda svc, k: seg.get_risk_distribution(svc, ADMIN, seg.Empty()),
+        "segment_stats": lambda svc, k: seg.get_segment_stats(
+            svc, ADMIN, seg.SegmentInput(segment=segment(k))
+        ),
+        "segment_employees": lambda svc, k: seg.get_segment_employees(
+            svc, ADMIN, seg.SegmentEmployeesInput(segment=segment(k))
+        ),
+        "campaign_targets": lambda svc, k: seg.get_campaign_targets(
+            svc, ADMIN, seg.CampaignTargetsInput(segment=segment(k), campaign_type="retention")
+        ),
+    }
+
+
+async def bench_queries(settings: Settings, calls: int) -> dict[str, dict[str, Latency]]:
+    async_engine, bulk = make_engines(settings)
+    svc = build_services(settings, async_engine, bulk)
+    out: dict[str, dict[str, Latency]] = {}
+    try:
+        for name, call in _queries().items():
+            for k in range(len(SEGMENTS)):  # warm connections, statement caches, the cache
+                await call(svc, k)
+            cached: list[float] = []
+            for k in range(calls):
+                start = time.perf_counter()
+                await call(svc, k)
+                cached.append(time.perf_counter() - start)
+            uncached: list[float] = []
+            for k in range(calls):
+                svc.stats_cache.clear()
+                start = time.perf_counter()
+                await call(svc, k)
+                uncached.append(time.perf_counter() - start)
+            out[name] = {"uncached": Latency.of(uncached), "cached": Latency.of(cached)}
+    finally:
+        await async_engine.dispose()
+        bulk.dispose()
+    return out
+
+
+def run_case(backend: str, users: int, *, calls: int, repeat: int) -> Case:
+    case = Case(backend, users, load_average=[round(os.getloadavg()[0], 2)])
+    if backend != "sqlite" and not _reachable(SERVER_URLS[backend]):
+        case.status = "unavailable"
+        return case
+    with throwaway_database(backend) as url:
+        settings = Settings(database_url=url, stats_cache_seconds=3600)
+        upgrade(settings.sync_database_url)
+        async_engine, bulk = make_engines(settings)
+        async_engine.sync_engine.dispose()
+        now = datetime.now(UTC)
+        population = generate_population(users, SEED)
+        start = time.perf_counter()
+        write_population(bulk, population, now=now)
+        case.seed_seconds = round(time.perf_counter() - start, 3)
+        del population
+        db = SeededDatabase(settings, bulk)
+        try:
+            case.recompute = bench_recompute(db, now, repeat)
+            case.one_user = bench_one_user(db.bulk, now, min(ONE_USER_CALLS, calls))
+        finally:
+            db.bulk.dispose()
+        case.queries = asyncio.run(bench_queries(settings, calls))
+    case.load_average.append(round(os.getloadavg()[0], 2))
+    return case
+
+
+def _mark(value: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return " [green]✓[/]" if value <= target else " [red]✗[/]"
+
+
+def print_tables(cases: list[Case]) -> None:
+    done = [case for case in cases if case.status == "ok"]
+    for case in cases:
+        if case.status != "ok":
+            console.print(f"{case.backend}, {case.users:,} users: {case.status}")
+
+    table = Table(title="Recompute, end to end (wall seconds, median of runs)")
+    for column in ("backend", "users", "seed", *KINDS.values(), "target"):
+        table.add_column(column, justify="right")
+    table.add_column("1 user p50 ms\nunchanged / changed", justify="right")
+    table.add_column("load avg", justify="right")
+    for case in done:
+        target = TARGET_RECOMPUTE_S.get(case.users)
+        runs = [case.recompute[kind].seconds for kind in KINDS]
+        table.add_row(
+            case.backend,
+            f"{case.users:,}",
+            f"{case.seed_seconds:.1f}",
+            *(f"{s:.2f}{_mark(s, target)}" for s in runs),
+            "" if target is None else f"≤ {target:g}",
+            " / ".join(f"{case.one_user[k].p50_ms:.1f}" for k in ("unchanged", "changed")),
+            " → ".join(f"{x:.1f}" for x in case.load_average),
+        )
+    console.print(table)
+
+    phases = Table(title="Where the time goes (seconds, of the median run)")
+    for column in (
+        "backend",
+        "users",
+        "run",
+        "read",
+        "score",
+        "stage",
+        "apply",
+        "commit",
+        "analyze",
+    ):
+        phases.add_column(column, justify="right")
+    phases.add_column("total (cpu)", justify="right")
+    for case in done:
+        for kind, label in KINDS.items():
+            run = case.recompute[kind]
+            parts = ("read", "score", "stage", "apply", "commit", "analyze")
+            cells = [f"{run.phases.get(p, 0.0):.2f}" for p in parts]
+            phases.add_row(
+                case.backend,
+                f"{case.users:,}",
+                f"{label} ({run.written:,} written)",
+                *cells,
+                f"{run.seconds:.2f} ({run.cpu_seconds:.2f})",
+            )
+    console.print(phases)
+
+    queries = Table(title=f"Admin queries (ms; target p99 ≤ {TARGET_QUERY_P99_MS:g} at 1M users)")
+    for column in ("backend", "users", "query"):
+        queries.add_column(column)
+    for column in ("uncached p50", "uncached p99", "cached p50", "cached p99"):
+        queries.add_column(column, justify="right")
+    for case in done:
+        for name, modes in case.queries.items():
+            cells = []
+            for mode in ("uncached", "cached"):
+                lat = modes[mode]
+                mark = _mark(lat.p99_ms, TARGET_QUERY_P99_MS)
+                cells += [f"{lat.p50_ms:.2f}", f"{lat.p99_ms:.2f}{mark}"]
+            queries.add_row(case.backend, f"{case.users:,}", name, *cells)
+    console.print(queries)
+
+
+def _matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, int]]:
+    backends = args.backends.split(",") if args.backends else None
+    for backend in backends or ():
+        if backend not in BACKENDS:
+            parser.error(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
+    if args.quick:
+        sizes = sizes or [10_000]
+    if sizes:
+        return [(b, n) for b in backends or BACKENDS for n in sizes]
+    return [(b, n) for b, n in DEFAULT_MATRIX if backends is None or b in backends]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Segmentation benchmark (see module docstring)")
+    parser.add_argument("--sizes", help="comma-separated user counts, e.g. 10000,100000")
+    parser.add_argument("--backends", help=f"comma-separated, from {', '.join(BACKENDS)}")
+    parser.add_argument("--calls", type=int, default=200, help="calls per admin query and mode")
+    parser.add_argument("--repeat", type=int, default=3, help="recomputes per kind (median)")
+    parser.add_argument("--quick", action="store_true", help="10k users, 50 calls, 1 repeat")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    args = parser.parse_args()
+    matrix = _matrix(args, parser)
+    calls = 50 if args.quick else args.calls
+    repeat = 1 if args.quick else max(1, args.repeat)
+
+    cases: list[Case] = []
+    for backend, users in matrix:
+        with console.status(f"{backend}, {users:,} users …"):
+            case = run_case(backend, users, calls=calls, repeat=repeat)
+        cases.append(case)
+        if case.status == "ok":
+            r = case.recompute
+            console.log(
+                f"{backend} {users:,}: seed {case.seed_seconds:.1f}s; recompute first "
+                f"{r['first'].seconds:.2f}s, steady {r['steady'].seconds:.2f}s, "
+                f"10% changed {r['changed'].seconds:.2f}s"
+            )
+        else:
+            console.log(f"{backend} {users:,}: {case.status}")
+    print_tables(cases)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "numpy": np.__version__,
+            "sqlalchemy": sqlalchemy.__version__,
+        },
+        "targets": {
+            "recompute_seconds_by_users": TARGET_RECOMPUTE_S,
+            "admin_query_p99_ms_at_1m": TARGET_QUERY_P99_MS,
+        },
+        "calls": calls,
+        "repeat": repeat,
+        "cases": [asdict(case) for case in cases],
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
