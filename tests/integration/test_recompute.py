@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine, create_engine, pool, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import Database
-from treevu.db import EmployeeInputs, EmployeeSegment, RecommendationEvent, SegmentHistory
+from treevu.db import EmployeeInputs, EmployeeSegment, RecommendationEvent, SegmentHistory, User
 from treevu.population import generate_population
 from treevu.segmentation.engine import Inputs, profile_at, score
 from treevu.segmentation.policy import SEGMENTS, default_policy
+from treevu.services import recompute as recompute_module
 from treevu.services.recompute import recompute
 from treevu.services.seed import write_population
 
@@ -161,4 +163,38 @@ def test_stale_survey_is_ignored_and_dismissed_items_reduce_count(database: Data
     with Session(engine) as s:
         row = s.scalar(select(EmployeeSegment).where(EmployeeSegment.user_id == uid))
         assert row is not None and row.recommendation_count == before - 1
+    engine.dispose()
+
+
+def test_many_batches_and_inactive_users_match_one_batch(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batching by user id changes nothing: small batches give the very same table."""
+    engine = _engine(database)
+    policy = default_policy()
+    write_population(engine, generate_population(500, 11), now=NOW)
+    with Session(engine) as s:
+        s.execute(update(User).where(User.id.in_([40, 41, 42])).values(is_active=False))
+        s.commit()
+    one = recompute(engine, policy, now=NOW)
+    with Session(engine) as s:
+        first = {
+            (r.user_id, r.segment, r.fwi_score, r.reasons)
+            for r in s.scalars(select(EmployeeSegment))
+        }
+        s.execute(update(EmployeeSegment).values(profile_hash=0))
+        s.commit()
+    monkeypatch.setattr(recompute_module, "BATCH_USERS", 37)
+    many = recompute(engine, policy, now=NOW)
+    with Session(engine) as s:
+        again = {
+            (r.user_id, r.segment, r.fwi_score, r.reasons)
+            for r in s.scalars(select(EmployeeSegment))
+        }
+    assert many.scored == one.scored == len(first)
+    assert again == first
+    assert not {40, 41, 42} & {uid for uid, *_ in first}
+    ids = sorted(uid for uid, *_ in first)[:1200:1]
+    long_list = recompute(engine, policy, now=NOW, user_ids=[*ids, *range(10**6, 10**6 + 1500)])
+    assert long_list.scored == len(ids)
     engine.dispose()

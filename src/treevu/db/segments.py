@@ -18,6 +18,7 @@ class EmployeeSegment(Base):
         Index("idx_segment", "segment"),
         Index("idx_risk_level", "riskLevel"),
         Index("idx_last_updated", "lastUpdated"),
+        Index("idx_segment_user", "segment", "userId"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -16,6 +16,7 @@ class User(Base):
         Index("idx_users_role", "role"),
         Index("idx_users_manager_id", "managerId"),
         Index("idx_users_department", "department"),
+        Index("idx_users_active", "isActive"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -331,8 +331,17 @@ def input_record(row: EmployeeInputs, svc: Services) -> dict[str, Any]:
 
 
 async def _data_version(svc: Services) -> Any:
+    """What cached statistics depend on: the newest profile write and who is inactive.
+
+    Both are one index probe: ``MAX(lastUpdated)`` moves with any recompute that writes a row
+    (from any process), the inactive count with any (de)activation.
+    """
     async with svc.sessions() as session:
-        return await session.scalar(select(func.max(EmployeeSegment.last_updated)))
+        newest = await session.scalar(select(func.max(EmployeeSegment.last_updated)))
+        inactive = await session.scalar(
+            select(func.count()).select_from(User).where(User.is_active.is_(False))
+        )
+    return (newest, inactive)
 
 
 async def _grouped(svc: Services, column: Any, where: Any = None) -> dict[str, int]:
@@ -508,7 +517,7 @@ async def get_campaign_targets(
                 or 0
             )
 
-    count = await total()
+    count = await svc.stats_cache.get(("targets", inp.segment), await _data_version(svc), total)
     return CampaignTargets(
         segment=inp.segment,
         campaign_type=inp.campaign_type,
