@@ -33,6 +33,9 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/segmentation.py
+	$(BIN)/python bench/ws_memory.py
+	$(BIN)/python bench/ws_throughput.py
+	$(BIN)/python bench/ws_scale.py
 
 clean:
 	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache
