@@ -15,10 +15,10 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,10 @@ class Connection:
         if self.closed:
             return
         if self._pending is None:
+            if self._writer is None:
+                # Idle: write right away, with no queue and no task unless the socket blocks.
+                self._write_eagerly(item)
+                return
             self._pending = deque()
         elif len(self._pending) >= self._queue_size:
             log.info("connection %s of user %s fell behind", self.connection_id, self.user_id)
@@ -152,6 +156,42 @@ class Connection:
             return
         self._pending.append(item)
         self._wake_writer()
+
+    def _write_eagerly(self, item: Outgoing) -> None:
+        """Write ``item`` now; if the socket makes the write wait, finish it in a writer task.
+
+        A write to a socket that accepts it never waits, so fan-out to thousands of idle
+        connections costs no task per frame (a task, its coroutine and its handle each time,
+        all of which the garbage collector then has to track). What ``asyncio``'s eager tasks
+        do from Python 3.12.
+        """
+        write = self._write(item)
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            return
+        except Exception:  # the socket went away; the endpoint cleans up
+            self.closed = True
+            return
+        # The socket is not writable: frames queue behind this one until it is.
+        self._pending = deque()
+        self._writer = asyncio.create_task(self._finish_then_drain(write, waiting))
+
+    async def _write(self, item: Outgoing) -> None:
+        await self._transport.send_text(item.text)
+        if item.notification_id is not None:
+            self._on_sent(self, item)
+
+    async def _finish_then_drain(
+        self, write: Coroutine[Any, Any, None], waiting: asyncio.Future[Any] | None
+    ) -> None:
+        try:
+            await _resume(write, waiting)
+        except Exception:
+            self.closed = True
+            self._writer = None
+            return
+        await self._write_loop()
 
     def close(self, code: int, reason: str) -> None:
         """Close after what is already queued (dropped when the client fell behind)."""
@@ -177,9 +217,7 @@ class Connection:
                     with contextlib.suppress(Exception):
                         await self._transport.close(item.code, item.reason)
                     return
-                await self._transport.send_text(item.text)
-                if item.notification_id is not None:
-                    self._on_sent(self, item)
+                await self._write(item)
                 pending = self._pending
         except Exception:  # the socket went away; the endpoint cleans up
             self.closed = True
@@ -199,6 +237,25 @@ class Connection:
         self.closed = True
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting: asyncio.Future[Any] | None) -> None:
+    """Run ``coro`` to its end, from where it stopped to wait for ``waiting``: what a task
+    does with a coroutine it stepped itself (None: it yielded to the loop once)."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # the flag a task clears on a wait
+                await asyncio.wait((waiting,))
+        except asyncio.CancelledError:
+            coro.close()  # runs its finally blocks, as a cancelled task would
+            raise
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
 
 
 class Hub:
@@ -223,6 +280,9 @@ class Hub:
             if not conns:
                 del self._by_user[conn.user_id]
         conn.cancel()
+
+    def is_connected(self, user_id: int) -> bool:
+        return user_id in self._by_user
 
     def connections(self, user_id: int) -> frozenset[Connection]:
         return frozenset(self._by_user.get(user_id, ()))
