@@ -20,14 +20,26 @@ its receive time.
   requests); time from the first request to the last receipt. Target ≤ 1 s for 10k users.
 
 Each scenario checks the store afterwards: rows in ``notification_queue`` for the created ids
-and their status (``sent`` once written to a socket), and the ``notification.delivered`` audit
-rows. The server runs with ``TREEVU_ADMIN_NOTIFICATIONS_PER_MINUTE=10000000`` (the admin limit is
-1,000 a minute by default) and a one-hour heartbeat. Prints a table, writes
-``bench/results/ws_throughput.json``; never fails on a figure.
+and their status (``sent`` once written to a socket, ``delivered`` once acknowledged), and the
+``notification.delivered`` audit rows. The server runs with
+``TREEVU_ADMIN_NOTIFICATIONS_PER_MINUTE=10000000`` (the admin limit is 1,000 a minute by default)
+and a one-hour heartbeat. Server CPU per notification is reported beside each rate: it does not
+depend on what else the machine runs. Prints a table, writes ``bench/results/ws_throughput.json``
+(variants: ``ws_throughput_with_acks.json``, …); never fails on a figure.
+
+- ``--ack``: clients acknowledge every notification, as ``treevu.client`` and the browser
+  client do (``sent`` → ``delivered``).
+- ``--gc-stats``: the server runs through ``ws_common.py --gc-stats`` and reports the time its
+  garbage collector took during each run.
+- ``--profile DIR``: ``py-spy record`` of the server during each run (raw collapsed stacks;
+  ``PYSPY_GIL=1`` samples only the thread holding the GIL, ``PYSPY_NATIVE=1`` adds C frames).
+- ``--what-if-gc-freeze``: not the app's behaviour — ``gc.freeze()`` in the server once every
+  client is connected, to measure what the collector's full passes cost.
 
     .venv/bin/python bench/ws_throughput.py --quick
     .venv/bin/python bench/ws_throughput.py                     # SQLite and MariaDB, 10k users
-    .venv/bin/python bench/ws_throughput.py --databases sqlite --scenarios latency
+    .venv/bin/python bench/ws_throughput.py --scenarios throughput,latency --ack
+    .venv/bin/python bench/ws_throughput.py --databases sqlite --gc-stats --profile /tmp/prof
 """
 
 from __future__ import annotations
@@ -357,6 +369,8 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path) -> list[dic
             offset = 0
             for scenario in args.scenarios.split(","):
                 for attempt in range(args.repeat):
+                    # Let the last run's tail (sent marks, WAL checkpoint, GC) finish first.
+                    time.sleep(args.settle)
                     if scenario == "throughput":
                         r = run_scenario(
                             rig,
@@ -485,6 +499,7 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--compression", choices=("on", "off"), default="on")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--settle", type=float, default=3.0, help="idle seconds between runs")
     parser.add_argument("--ack", action="store_true", help="clients ack every notification")
     parser.add_argument("--quick", action="store_true", help="small smoke run on SQLite")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server into DIR")
@@ -499,7 +514,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.databases, args.users, args.seconds = "sqlite", 1000, 1.0
-        args.target, args.latency_rate = 5000, 1000
+        args.target, args.latency_rate, args.settle = 5000, 1000, 0.5
     raise_fd_limit()
     started = load_average()
     results: list[dict[str, Any]] = []
@@ -509,6 +524,18 @@ def main() -> None:
             results.extend(run_database(kind, args, workdir))
     print_table(results)
     out: Path = args.out
+    if out == RESULTS and (args.ack or args.what_if_gc_freeze or args.compression == "off"):
+        # Variants keep the plain run's file: ws_throughput_with_acks.json, …
+        suffix = "_".join(
+            name
+            for name, on in (
+                ("with_acks", args.ack),
+                ("whatif_gc_freeze", args.what_if_gc_freeze),
+                ("deflate_off", args.compression == "off"),
+            )
+            if on
+        )
+        out = RESULTS.with_name(f"ws_throughput_{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(

@@ -27,7 +27,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -556,6 +555,9 @@ class Inbox:
         batch, self._acks = self._acks[: self._max_batch], self._acks[self._max_batch :]
         try:
             await self._mark_delivered([(uid, nid) for uid, nid, _ in batch])
+        except asyncio.CancelledError:
+            self._acks = batch + self._acks  # for close(); marking twice changes nothing
+            raise
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -566,17 +568,32 @@ class Inbox:
                 future.set_result(None)
 
     async def _mark_delivered(self, acks: list[tuple[int, int]]) -> None:
-        """One ``UPDATE`` per 1,000 acks; the ``(id, userId)`` pair keeps each to its owner."""
-        now = self._clock()
-        pairs = sorted({(nid, uid) for uid, nid in acks})
+        """Each id to ``delivered`` if the acking user owns it: owners read first (a row's user
+        never changes), then one ``UPDATE … WHERE id IN (…)`` per 1,000 ids.
+
+        Not one statement with ``(id, userId) IN (…)``: MariaDB turns a list of 1,000 pairs
+        into a subquery and takes ~0.7 s over it.
+        """
+        ids = sorted({nid for _, nid in acks})
+        owners: dict[int, int] = {}
         async with self._sessions() as session:
-            for start in range(0, len(pairs), 1000):
-                chunk = pairs[start : start + 1000]
+            for start in range(0, len(ids), 1000):
+                rows = await session.execute(
+                    select(NotificationQueue.id, NotificationQueue.user_id).where(
+                        NotificationQueue.id.in_(ids[start : start + 1000])
+                    )
+                )
+                owners.update((int(nid), int(uid)) for nid, uid in rows)
+        owned = sorted({nid for uid, nid in acks if owners.get(nid) == uid})
+        if not owned:
+            return
+        now = self._clock()
+        async with self._sessions() as session:
+            for start in range(0, len(owned), 1000):
                 await session.execute(
                     update(NotificationQueue)
                     .where(
-                        NotificationQueue.id.in_([nid for nid, _ in chunk]),
-                        tuple_(NotificationQueue.id, NotificationQueue.user_id).in_(chunk),
+                        NotificationQueue.id.in_(owned[start : start + 1000]),
                         NotificationQueue.status.in_(UNACKED),
                     )
                     .values(status="delivered", delivered_at=now)
