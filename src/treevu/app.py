@@ -21,19 +21,20 @@ from treevu.api.rest import router as rest_router
 from treevu.api.trpc import router as trpc_router
 from treevu.api.ws import WS_PATH, websocket_endpoint
 from treevu.config import Settings
+from treevu.db import SEGMENT_CHANGED
 from treevu.db.migrate import current_revision, head_revision
 from treevu.notifications.broker import make_broker
 from treevu.notifications.crypto import DataCipher
-from treevu.notifications.hub import Hub
 from treevu.notifications.metrics import Metrics
 from treevu.notifications.ws_protocol import uvicorn_ws_options
 from treevu.segmentation.policy import default_policy
 from treevu.services.auth import TokenVerifier
 from treevu.services.context import Services, StatsCache
-from treevu.services.inbox import Inbox
 from treevu.services.limits import RateLimits
-from treevu.services.presence import Presence, new_node_id
-from treevu.services.realtime import Realtime
+from treevu.services.notifications import notices
+from treevu.services.notifications.node import Realtime
+from treevu.services.notifications.store import NotificationStore
+from treevu.services.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,24 @@ def check_migrated(settings: Settings) -> None:
 
 
 def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: Engine) -> Services:
+    """Everything a use case needs, for the server and the CLI alike (no socket hub)."""
+    assert settings.encryption_key is not None
+    sessions = async_sessionmaker(async_engine, expire_on_commit=False)
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    cipher = DataCipher(settings.encryption_key)
+    broker = make_broker(settings.redis_url, settings.redis_channel)
+    store = NotificationStore(sessions, cipher, clock, broker)
+    relay = OutboxRelay(sessions, store, clock, {SEGMENT_CHANGED: notices.segment_changed})
     return Services(
         settings=settings,
-        sessions=async_sessionmaker(async_engine, expire_on_commit=False),
+        sessions=sessions,
         bulk_engine=bulk_engine,
         policy=default_policy(),
-        clock=lambda: datetime.now(UTC),
+        clock=clock,
+        cipher=cipher,
+        broker=broker,
+        store=store,
+        relay=relay,
         stats_cache=StatsCache(settings.stats_cache_seconds),
         limits=RateLimits(
             settings.redis_url,
@@ -89,26 +102,6 @@ def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: E
             recompute_per_day=settings.recompute_per_day,
         ),
     )
-
-
-def build_realtime(services: Services, verifier: TokenVerifier, metrics: Metrics) -> Realtime:
-    """Hub, broker, inbox and presence of this process, wired together."""
-    settings = services.settings
-    assert settings.encryption_key is not None
-    broker = make_broker(settings.redis_url, settings.redis_channel)
-    inbox: Inbox
-    hub = Hub(queue_size=settings.ws_queue_size, on_sent=lambda c, f: inbox.on_sent(c, f))
-    inbox = Inbox(
-        services.sessions,
-        DataCipher(settings.encryption_key),
-        broker,
-        hub,
-        metrics,
-        services.clock,
-    )
-    services.inbox = inbox
-    presence = Presence(services.sessions, services.clock, new_node_id())
-    return Realtime(services, verifier, hub, inbox, presence, metrics)
 
 
 class TreevuApp(FastAPI):
@@ -146,15 +139,17 @@ def create_app(settings: Settings) -> FastAPI:
         check_migrated(settings)
         async_engine, bulk_engine = make_engines(settings)
         services = build_services(settings, async_engine, bulk_engine)
-        realtime = build_realtime(services, verifier, metrics)
+        realtime = Realtime(services, verifier, metrics)
         app.state.services = services
         app.state.verifier = verifier
         app.state.realtime = realtime
+        await services.open()
         await realtime.start()
         try:
             yield
         finally:
             await realtime.stop()
+            await services.close()
             await async_engine.dispose()
             bulk_engine.dispose()
 
@@ -175,7 +170,6 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         services: Services = app.state.services
-        realtime: Realtime = app.state.realtime
         checks: dict[str, bool] = {}
         try:
             async with services.sessions() as session:
@@ -184,7 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception:
             checks["database"] = False
         if settings.redis_url:
-            checks["redis"] = await realtime.inbox.broker.ping()
+            checks["redis"] = await services.broker.ping()
         ready = all(checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 

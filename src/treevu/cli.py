@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -19,7 +20,6 @@ from sqlalchemy.orm import Session
 
 from treevu.app import (
     NotMigrated,
-    build_realtime,
     build_services,
     check_migrated,
     create_app,
@@ -29,19 +29,21 @@ from treevu.app import (
 from treevu.config import Settings
 from treevu.db import NotificationQueue, User
 from treevu.db.migrate import upgrade
+from treevu.faults import crash_point
 from treevu.notifications.crypto import DataCipher
-from treevu.notifications.metrics import Metrics
+from treevu.notifications.wire import NOTIFICATION_TYPES, check_data, check_text
 from treevu.population import ADMIN_EMAIL, generate_population
 from treevu.segmentation.engine import InputError, Inputs, profile_at, score
 from treevu.segmentation.policy import default_policy
-from treevu.segmentation.recommendations import eligibility
+from treevu.segmentation.recommendations import recommendation_counts
 from treevu.segmentation.survey import SurveyError, score_survey
-from treevu.services import notifications
-from treevu.services.auth import TokenVerifier, mint_token
-from treevu.services.importer import ImportRejected, import_inputs, import_users
-from treevu.services.inbox import NOTIFICATION_TYPES, NewNotification
-from treevu.services.recompute import recompute
-from treevu.services.seed import write_population
+from treevu.services.auth import mint_token
+from treevu.services.context import Services
+from treevu.services.notifications.inbox import send
+from treevu.services.notifications.store import AuditEntry, CreateRequest, NewNotification
+from treevu.services.people.importer import ImportRejected, import_inputs, import_users
+from treevu.services.people.seed import write_population
+from treevu.services.segmentation.recompute import recompute
 
 app = typer.Typer(help="Treevü Engage: notifications and financial-wellness segmentation.")
 db_app = typer.Typer(help="Database migrations.")
@@ -53,6 +55,7 @@ app.add_typer(segment_app, name="segment")
 app.add_typer(import_app, name="import")
 app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
+T = TypeVar("T")
 out = Console()
 
 
@@ -149,15 +152,37 @@ def segment_recompute(
             user_ids=None if user is None else [user],
             progress=_Bar(progress),
         )
+    engine.dispose()
     if user is not None and result.scored == 0:
         err.print(f"[red]user {user} has no inputs or is inactive[/red]")
         raise typer.Exit(1)
-    # Events leave only after the commit above; without a server they are reported here.
-    moved = result.segment_changes
     out.print(
         f"scored {result.scored:,}, wrote {result.written:,} changed profiles, "
-        f"{len(moved):,} segment changes in {result.timings['total']:.2f}s"
+        f"{len(result.segment_changes):,} segment changes in {result.timings['total']:.2f}s"
     )
+    _relay_events(settings)
+
+
+def _relay_events(settings: Settings) -> None:
+    """Turn the committed segment-change events into notifications now (a server's relay
+    would do it too; whichever comes first does, exactly once)."""
+    crash_point("recompute.committed")
+    relayed = asyncio.run(_with_services(settings, lambda svc: svc.relay.drain()))
+    if relayed:
+        out.print(f"relayed {relayed:,} events to notifications")
+
+
+async def _with_services(settings: Settings, run: Callable[[Services], Awaitable[T]]) -> T:
+    """Services without a socket hub (the CLI's): the store, the relay, a publish-only broker."""
+    async_engine, bulk = make_engines(settings)
+    services = build_services(settings, async_engine, bulk)
+    await services.open()
+    try:
+        return await run(services)
+    finally:
+        await services.close()
+        await async_engine.dispose()
+        bulk.dispose()
 
 
 @app.command()
@@ -184,7 +209,7 @@ def profile() -> None:
             continue
         profiles = score(inputs, policy)
         p = profile_at(profiles, 0, policy)
-        recommendation_count = int(eligibility(inputs, profiles).sum(axis=1)[0])
+        recommendation_count = int(recommendation_counts(inputs, profiles)[0])
         print(
             json.dumps(
                 {
@@ -228,7 +253,7 @@ def _with_survey(record: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
-def _import(kind: str, file: Path, skip_invalid: bool) -> None:
+def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = False) -> None:
     settings = _settings()
     _require_migrated(settings)
     if not file.is_file():
@@ -247,6 +272,22 @@ def _import(kind: str, file: Path, skip_invalid: bool) -> None:
     for e in report.errors:
         err.print(f"{file}:{e} (skipped)")
     out.print(f"imported {report.applied:,} {kind}; skipped {len(report.errors):,}")
+    if recompute_after and report.user_ids:
+        with _progress() as progress:
+            result = recompute(
+                engine,
+                default_policy(),
+                now=datetime.now(UTC),
+                survey_valid_days=settings.survey_valid_days,
+                user_ids=report.user_ids,
+                progress=_Bar(progress),
+            )
+        engine.dispose()
+        out.print(
+            f"recomputed {result.scored:,} profiles: {result.written:,} changed, "
+            f"{len(result.segment_changes):,} segment changes"
+        )
+        _relay_events(settings)
 
 
 @import_app.command("users")
@@ -262,9 +303,13 @@ def import_users_cmd(
 def import_inputs_cmd(
     file: Annotated[Path, typer.Argument(help="CSV: userId plus the input names")],
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid")] = False,
+    no_recompute: Annotated[
+        bool, typer.Option("--no-recompute", help="leave the profiles as they are")
+    ] = False,
 ) -> None:
-    """Load employee inputs; a bad row aborts the whole file unless --skip-invalid."""
-    _import("inputs", file, skip_invalid)
+    """Load employee inputs and recompute the profiles of those people (their segment changes
+    are notified); a bad row aborts the whole file unless --skip-invalid."""
+    _import("inputs", file, skip_invalid, recompute_after=not no_recompute)
 
 
 @app.command()
@@ -320,11 +365,18 @@ def notify(
     if not title.strip() or not message.strip():
         err.print("[red]--title and --message must not be empty[/red]")
         raise typer.Exit(2)
+    try:
+        check_text("--title", title)
+        check_text("--message", message)
+        check_data(payload)
+    except ValueError as exc:
+        err.print(f"[red]{str(exc).replace('data', '--data', 1)}[/red]")
+        raise typer.Exit(2) from exc
     settings = _settings()
     _require_migrated(settings)
     item = NewNotification(user, type_, title, message, payload)
     try:
-        ids, muted = asyncio.run(_notify(settings, item))
+        ids, muted = asyncio.run(_with_services(settings, lambda svc: _notify(svc, item)))
     except LookupError as exc:
         err.print(f"[red]--user: {exc}[/red]")
         raise typer.Exit(1) from exc
@@ -334,28 +386,15 @@ def notify(
         out.print(f"notification {ids[0]} created for user {user}")
 
 
-async def _notify(settings: Settings, item: NewNotification) -> tuple[list[int], int]:
-    async_engine, bulk = make_engines(settings)
-    bulk.dispose()
-    services = build_services(settings, async_engine, bulk)
-    realtime = build_realtime(services, TokenVerifier(settings), Metrics())
-    inbox = realtime.inbox
-    try:
-        async with services.sessions() as session:
-            user = await session.get(User, item.user_id)
-        if user is None or not user.is_active:
-            raise LookupError(f"no active user {item.user_id}")
-        # Without Redis no server hears this publish: a running server's pending sweep
-        # delivers the committed row within a couple of seconds.
-        await inbox.broker.start(lambda envelopes: None)
-        await inbox.start()
-        try:
-            return await notifications.send(services, [item])
-        finally:
-            await inbox.close()
-            await inbox.broker.close()
-    finally:
-        await async_engine.dispose()
+async def _notify(services: Services, item: NewNotification) -> tuple[list[int], int]:
+    """Store one notification; Redis (when configured) or a running server's tail delivers it."""
+    async with services.sessions() as session:
+        user = await session.get(User, item.user_id)
+    if user is None or not user.is_active:
+        raise LookupError(f"no active user {item.user_id}")
+    audit = AuditEntry(None, "notification.create", {"userId": item.user_id, "via": "cli"})
+    ids, muted, _ = await send(services, CreateRequest([item], audit=audit))
+    return ids, muted
 
 
 @keys_app.command("rotate")

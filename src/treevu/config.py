@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     ws_auth_timeout: float = Field(default=10.0, gt=0)
     ws_queue_size: int = Field(default=1000, ge=8)
     sweep_interval: float = Field(default=2.0, gt=0)
+    #: Seconds between looks for notifications committed by other processes (no Redis).
+    tail_interval: float = Field(default=0.2, gt=0)
+    #: Seconds between outbox relay passes (a local commit wakes the relay at once).
+    outbox_interval: float = Field(default=1.0, gt=0)
     ws_compression: bool = True
     replay_bound: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)

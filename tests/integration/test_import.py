@@ -19,8 +19,8 @@ from tests.conftest import Database
 from treevu.db import EmployeeInputs, User
 from treevu.population import ROLES, generate_population
 from treevu.segmentation.engine import INPUT_NAMES
-from treevu.services.importer import ImportRejected, import_inputs, import_users
-from treevu.services.seed import write_population
+from treevu.services.people.importer import ImportRejected, import_inputs, import_users
+from treevu.services.people.seed import write_population
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 POPULATION = generate_population(30, 2)

@@ -65,6 +65,8 @@ ADDED = {
     "campaign_deliveries",
     "interventions",
     "audit_log",
+    "idempotency_keys",
+    "outbox_events",
 }
 
 

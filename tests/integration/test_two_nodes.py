@@ -45,7 +45,7 @@ from treevu.db import NotificationQueue, User, WebsocketConnection
 from treevu.db.migrate import upgrade
 from treevu.notifications.broker import RedisBroker, channel_for
 from treevu.population import ADMIN, EMPLOYEE, generate_population
-from treevu.services.presence import Presence, new_node_id
+from treevu.services.notifications.presence import Presence, new_node_id
 
 # -- presence, on every database --------------------------------------------------------------
 

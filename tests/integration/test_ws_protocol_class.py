@@ -43,7 +43,7 @@ from treevu.notifications.ws_protocol import (
     uvicorn_ws_options,
 )
 from treevu.population import EMPLOYEE, generate_population
-from treevu.services.seed import write_population
+from treevu.services.people.seed import write_population
 
 POP = generate_population(12, 3)
 EMPLOYEE_ID = next(int(u) for u, r in zip(POP.user_id, POP.role, strict=True) if r == EMPLOYEE)

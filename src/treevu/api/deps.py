@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from treevu.services.auth import AuthError, TokenVerifier
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError
-from treevu.services.people import get_user
+from treevu.services.people.users import get_user
 
 bearer = HTTPBearer(auto_error=False, description="A JWT whose `sub` is the user id")
 

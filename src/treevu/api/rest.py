@@ -7,10 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query
 
 from treevu.api.deps import CurrentActor, ServicesDep
-from treevu.services import notifications as N
-from treevu.services import people, segmentation
+from treevu.segmentation.policy import SegmentName
 from treevu.services.bounds import MAX_INT
-from treevu.services.people import (
+from treevu.services.notifications import inbox as N
+from treevu.services.notifications.preferences import Preferences
+from treevu.services.people import users as people
+from treevu.services.people.users import (
     EmployeeInputsIn,
     PutInputs,
     SubmitSurvey,
@@ -21,7 +23,8 @@ from treevu.services.people import (
     UserOut,
     UserPage,
 )
-from treevu.services.segmentation import (
+from treevu.services.segmentation import queries as segmentation
+from treevu.services.segmentation.queries import (
     CampaignTargets,
     CampaignTargetsInput,
     CampaignType,
@@ -35,7 +38,6 @@ from treevu.services.segmentation import (
     SegmentEmployeesInput,
     SegmentEmployeesPage,
     SegmentInput,
-    SegmentName,
     SegmentStats,
     UserRef,
     WellnessProfile,
@@ -230,15 +232,15 @@ async def notifications_clear(svc: ServicesDep, actor: CurrentActor) -> N.Cleare
     return await N.clear_all(svc, actor, N.Empty())
 
 
-@router.get("/notifications/preferences", response_model=N.Preferences, **RESPONSE_OPTIONS)
-async def notification_preferences(svc: ServicesDep, actor: CurrentActor) -> N.Preferences:
+@router.get("/notifications/preferences", response_model=Preferences, **RESPONSE_OPTIONS)
+async def notification_preferences(svc: ServicesDep, actor: CurrentActor) -> Preferences:
     return await N.get_preferences(svc, actor, N.Empty())
 
 
-@router.put("/notifications/preferences", response_model=N.Preferences, **RESPONSE_OPTIONS)
+@router.put("/notifications/preferences", response_model=Preferences, **RESPONSE_OPTIONS)
 async def update_notification_preferences(
     body: N.PreferencesUpdate, svc: ServicesDep, actor: CurrentActor
-) -> N.Preferences:
+) -> Preferences:
     return await N.update_preferences(svc, actor, body)
 
 

@@ -21,10 +21,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from treevu.api.deps import authenticate
-from treevu.services import notifications as N
-from treevu.services import people, segmentation
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError
+from treevu.services.notifications import inbox as N
+from treevu.services.people import users as people
+from treevu.services.segmentation import queries as segmentation
 
 router = APIRouter(prefix="/trpc", include_in_schema=False)
 log = logging.getLogger(__name__)

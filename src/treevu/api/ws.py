@@ -6,7 +6,8 @@ from fastapi import WebSocket
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from treevu.services.realtime import Closed, Realtime
+from treevu.services.notifications.node import Realtime
+from treevu.services.notifications.session import Closed
 
 WS_PATH = "/ws"
 
@@ -67,9 +68,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             await _deny(ws, 401, "Authorization must be 'Bearer <token>'")
             return
         try:
-            header_auth = await realtime.authenticate(token)
+            header_auth = await realtime.sessions.authenticate(token)
         except Closed as refused:
             await _deny(ws, 401, refused.reason)
             return
     await ws.accept()
-    await realtime.serve(StarletteSocket(ws), header_auth=header_auth, last_id=last_id)
+    await realtime.sessions.serve(StarletteSocket(ws), header_auth=header_auth, last_id=last_id)

@@ -16,6 +16,7 @@ from treevu.db.notifications import (
     NotificationQueue,
     WebsocketConnection,
 )
+from treevu.db.outbox import SEGMENT_CHANGED, OutboxEvent
 from treevu.db.programs import Campaign, CampaignDelivery, Intervention
 from treevu.db.segments import EmployeeSegment, SegmentHistory
 from treevu.db.users import ROLES, User
@@ -24,6 +25,7 @@ __all__ = [
     "NOTIFICATION_STATUSES",
     "RECOMMENDATION_EVENT_KINDS",
     "ROLES",
+    "SEGMENT_CHANGED",
     "AuditLog",
     "Base",
     "Campaign",
@@ -34,6 +36,7 @@ __all__ = [
     "Intervention",
     "NotificationPreferences",
     "NotificationQueue",
+    "OutboxEvent",
     "RecommendationEvent",
     "RewardTier",
     "SegmentHistory",

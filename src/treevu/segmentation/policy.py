@@ -7,17 +7,15 @@ and every stored profile records which rule placed it (``rule``) and why (``reas
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SEGMENTS: Final = (
-    "crisis_intervention",
-    "at_risk",
-    "financial_champions",
-    "rising_stars",
-    "steady_performers",
-)
+#: The five segments of SPEC §3 — the one place they are spelled.
+SegmentName = Literal[
+    "crisis_intervention", "at_risk", "financial_champions", "rising_stars", "steady_performers"
+]
+SEGMENTS: Final[tuple[SegmentName, ...]] = get_args(SegmentName)
 SPENDING_LEVELS: Final = ("low", "moderate", "high", "excessive")
 #: Ordered from the least to the most risky; a risk "raise" moves one step right.
 RISK_LEVELS: Final = ("minimal", "low", "medium", "high", "critical")

@@ -512,11 +512,20 @@ def eligibility(
 
 
 def recommendation_counts(
-    inputs: Inputs, profiles: Profiles, catalog: Sequence[Recommendation] = CATALOG
+    inputs: Inputs,
+    profiles: Profiles,
+    catalog: Sequence[Recommendation] = CATALOG,
+    *,
+    excluded: tuple[IndexArray, IndexArray] | None = None,
 ) -> IndexArray:
-    """How many catalog items each row is eligible for."""
+    """How many catalog items each row is eligible for, less the ``excluded`` (row, item)
+    pairs (recommendations the user dismissed or completed)."""
     eligible = eligibility(inputs, profiles, catalog)
-    return np.asarray(np.count_nonzero(eligible, axis=1), dtype=np.int64)
+    counts = np.asarray(np.count_nonzero(eligible, axis=1), dtype=np.int64)
+    if excluded is not None and len(excluded[0]):
+        rows, items = excluded
+        np.subtract.at(counts, rows, eligible[rows, items].astype(np.int64))
+    return counts
 
 
 def _check_rows(inputs: Inputs, profiles: Profiles, catalog: Sequence[Recommendation]) -> None:

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from treevu.config import Settings
+from treevu.notifications.broker import Broker
+from treevu.notifications.crypto import DataCipher
 from treevu.segmentation.policy import Policy
 from treevu.services.errors import forbidden
-from treevu.services.events import EventBus
 from treevu.services.limits import RateLimits
-
-if TYPE_CHECKING:
-    from treevu.services.inbox import Inbox
+from treevu.services.notifications.store import Clock, NotificationStore
+from treevu.services.outbox import OutboxRelay
 
 T = TypeVar("T")
-Clock = Callable[[], datetime]
+__all__ = ["Actor", "Clock", "Services", "StatsCache"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +66,31 @@ class StatsCache:
 
 @dataclass(slots=True)
 class Services:
-    """Resources shared by all use cases; created and closed by the app's lifespan or the CLI."""
+    """Resources shared by all use cases; created and closed by the app's lifespan or the CLI.
+
+    Everything here works without a socket hub: the store writes notifications, the relay
+    turns outbox events into them, the broker (publish-only outside the server) tells the
+    servers after each commit.
+    """
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     bulk_engine: Engine
     policy: Policy
     clock: Clock
-    events: EventBus = field(default_factory=EventBus)
+    cipher: DataCipher
+    broker: Broker
+    store: NotificationStore
+    relay: OutboxRelay
     stats_cache: StatsCache = field(default_factory=lambda: StatsCache(3600))
     limits: RateLimits = field(
         default_factory=lambda: RateLimits(None, ws_per_minute=100, admin_per_minute=1000)
     )
-    #: The durable inbox; present in the server (it needs the hub and the broker).
-    inbox: Inbox | None = None
+
+    async def open(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        """Commit what is waiting, then let go of the broker's connection."""
+        await self.store.close()
+        await self.broker.close()

@@ -1,9 +1,9 @@
-"""The WebSocket protocol of SPEC §4 over any socket, and the jobs that keep delivery honest.
+"""The WebSocket protocol of SPEC §4 over any socket: one session from auth to close.
 
-:func:`Realtime.serve` runs one authenticated session: welcome, replay or resume, then the
+:meth:`SessionServer.serve` runs one authenticated session: welcome, replay or resume, then the
 client's messages (ack, mark_read, resume, pong). Transport adapters (``api/ws.py``) only turn
-their socket into :class:`Socket`. The periodic jobs — heartbeats with the token re-check, the
-pending sweep, presence heartbeats and dead-node clean-up — run once per process.
+their socket into :class:`Socket`. :meth:`SessionServer.heartbeat` re-checks every session's
+token and user.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from treevu.db import EmployeeSegment, NotificationQueue, User
+from treevu.db import User
 from treevu.notifications.hub import (
     CLOSE_EXPIRED,
     CLOSE_RATE_LIMITED,
@@ -28,14 +26,12 @@ from treevu.notifications.hub import (
     Hub,
 )
 from treevu.notifications.metrics import Metrics
-from treevu.segmentation.policy import SEGMENTS
-from treevu.services import notifications as inbox_ops
 from treevu.services.auth import AuthError, Claims, TokenVerifier
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError
-from treevu.services.inbox import Inbox, NewNotification
-from treevu.services.presence import Presence
-from treevu.services.recompute import SegmentChange
+from treevu.services.notifications import inbox as inbox_ops
+from treevu.services.notifications.delivery import Delivery
+from treevu.services.notifications.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -68,62 +64,25 @@ def _int_field(msg: dict[str, Any], name: str) -> int:
     return value
 
 
-class Realtime:
-    """Hub, inbox and presence of this process, and the jobs over them."""
+class SessionServer:
+    """Runs the sessions of this process over its hub, delivery and presence."""
 
     def __init__(
         self,
         svc: Services,
         verifier: TokenVerifier,
         hub: Hub,
-        inbox: Inbox,
+        delivery: Delivery,
         presence: Presence,
         metrics: Metrics,
     ) -> None:
         self.svc = svc
         self.verifier = verifier
         self.hub = hub
-        self.inbox = inbox
+        self.delivery = delivery
         self.presence = presence
         self.metrics = metrics
         self.settings = svc.settings
-        self._jobs: list[asyncio.Task[None]] = []
-        self._gauges_at = float("-inf")
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        await self.inbox.broker.start(self.inbox.receive)
-        await self.inbox.start()
-        await self.presence.start()
-        s = self.settings
-        self._jobs = [
-            asyncio.create_task(self._every(s.heartbeat_interval, self.heartbeat), name="hb"),
-            asyncio.create_task(self._every(s.sweep_interval, self.sweep), name="sweep"),
-            asyncio.create_task(
-                self._every(s.heartbeat_interval, self.presence_heartbeat), name="presence"
-            ),
-        ]
-        self.svc.events.on_segment_changed(self.notify_segment_changes)
-
-    async def stop(self) -> None:
-        for job in self._jobs:
-            job.cancel()
-        for job in self._jobs:
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
-        await self.hub.shutdown()
-        await self.inbox.close()
-        await self.presence.close()
-        await self.inbox.broker.close()
-
-    async def _every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-            except Exception:
-                log.exception("job %s failed", getattr(job, "__name__", job))
 
     async def heartbeat(self) -> None:
         """Heartbeat every socket; close expired tokens (4403) and deactivated users (4401)."""
@@ -145,62 +104,6 @@ class Realtime:
         for uid in inactive:
             for conn in self.hub.connections(uid):
                 conn.close(CLOSE_UNAUTHENTICATED, "user is no longer active")
-
-    async def sweep(self) -> None:
-        await self.inbox.sweep_pending(timedelta(seconds=self.settings.sweep_interval / 2))
-
-    async def presence_heartbeat(self) -> None:
-        await self.presence.heartbeat()
-        await self.presence.remove_dead_nodes(
-            timedelta(seconds=3 * self.settings.heartbeat_interval)
-        )
-
-    async def refresh_gauges(self, max_age_seconds: float = 30.0) -> None:
-        """Segment sizes and read/click rates for ``/metrics``, recounted at most every 30 s."""
-        now = time.monotonic()
-        if now - self._gauges_at < max_age_seconds:
-            return
-        self._gauges_at = now
-        segment_sql = select(EmployeeSegment.segment, func.count()).group_by(
-            EmployeeSegment.segment
-        )
-        status_sql = select(NotificationQueue.status, func.count()).group_by(
-            NotificationQueue.status
-        )
-        async with self.svc.sessions() as session:
-            sizes = {str(k): int(v) for k, v in (await session.execute(segment_sql)).all()}
-            by_status = {str(k): int(v) for k, v in (await session.execute(status_sql)).all()}
-            clicked = await session.scalar(
-                select(func.count())
-                .select_from(NotificationQueue)
-                .where(NotificationQueue.clicked_at.is_not(None))
-            )
-        for segment in SEGMENTS:
-            self.metrics.segment_size.labels(segment).set(sizes.get(segment, 0))
-        reached = sum(by_status.get(s, 0) for s in ("sent", "delivered", "read"))
-        self.metrics.read_rate.set(by_status.get("read", 0) / reached if reached else 0.0)
-        self.metrics.click_rate.set((clicked or 0) / reached if reached else 0.0)
-
-    # -- events from the segmentation engine -------------------------------------------------
-
-    async def notify_segment_changes(self, changes: Sequence[SegmentChange]) -> None:
-        """A changed segment is told to its user; entering crisis is an unmutable update."""
-        items = [
-            NewNotification(
-                c.user_id,
-                "intervention_update"
-                if c.to_segment == "crisis_intervention"
-                else "recommendation",
-                *_segment_message(c),
-                data={
-                    "fromSegment": c.from_segment,
-                    "toSegment": c.to_segment,
-                    **({"crisis": True} if c.to_segment == "crisis_intervention" else {}),
-                },
-            )
-            for c in changes
-        ]
-        await inbox_ops.send(self.svc, items)
 
     # -- one session --------------------------------------------------------------------------
 
@@ -267,11 +170,11 @@ class Realtime:
                     "type": "welcome",
                     "connectionId": conn.connection_id,
                     "heartbeatInterval": _number(self.settings.heartbeat_interval),
-                    "unreadCount": await self.inbox.unread_count(actor.user_id),
+                    "unreadCount": await self.delivery.unread_count(actor.user_id),
                 }
             )
             if last_id is None:
-                conn.replay(await self.inbox.unacknowledged(actor.user_id))
+                conn.replay(await self.delivery.unacknowledged(actor.user_id))
             else:
                 self.metrics.reconnections.inc()
                 await self._resume(conn, last_id)
@@ -292,9 +195,9 @@ class Realtime:
                 self.presence.disconnected(conn.connection_id)
 
     async def _resume(self, conn: Connection, last_id: int) -> None:
-        frames = await self.inbox.after(conn.user_id, last_id, self.settings.replay_bound)
+        frames = await self.delivery.after(conn.user_id, last_id, self.settings.replay_bound)
         if frames is None:
-            conn.skip_through(await self.inbox.newest_id(conn.user_id))
+            conn.skip_through(await self.delivery.newest_id(conn.user_id))
             conn.send_control({"type": "resumed", "recovered": False})
             return
         fresh = [f for f in frames if not conn.already_sent(f.notification_id or 0)]
@@ -335,7 +238,7 @@ class Realtime:
         if kind == "pong":
             return
         if kind == "ack":
-            await self.inbox.acknowledge(actor.user_id, _int_field(msg, "id"))
+            await self.delivery.acknowledge(actor.user_id, _int_field(msg, "id"))
         elif kind == "mark_read":
             await inbox_ops.mark_as_read(
                 self.svc, actor, inbox_ops.MarkAsRead(notification_id=_int_field(msg, "id"))
@@ -371,34 +274,6 @@ class _SocketTransport:
 
     async def close(self, code: int, reason: str) -> None:
         await self._socket.close(code, reason)
-
-
-SEGMENT_MESSAGES = {
-    "crisis_intervention": (
-        "We're here to help",
-        "A counselor will reach out to you shortly with emergency support options.",
-    ),
-    "at_risk": (
-        "New support for your finances",
-        "We've prepared counseling and budgeting resources that fit your situation.",
-    ),
-    "financial_champions": (
-        "You're a Financial Champion!",
-        "Your financial wellness is outstanding. Exclusive benefits are now open to you.",
-    ),
-    "rising_stars": (
-        "You're a Rising Star!",
-        "Your progress unlocked mentorship and advanced wealth-planning tracks.",
-    ),
-    "steady_performers": (
-        "Your wellness plan was updated",
-        "New savings and investment ideas are waiting in your recommendations.",
-    ),
-}
-
-
-def _segment_message(change: SegmentChange) -> tuple[str, str]:
-    return SEGMENT_MESSAGES[change.to_segment]
 
 
 def _number(x: float) -> int | float:

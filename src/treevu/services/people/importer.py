@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import EmailStr, TypeAdapter, ValidationError
 from sqlalchemy import Engine, select, text
@@ -41,6 +41,8 @@ class RowError:
 class ImportReport:
     applied: int = 0
     errors: list[RowError] = field(default_factory=list)
+    #: The users whose rows were written (for ``import inputs``: whose profiles to recompute).
+    user_ids: list[int] = field(default_factory=list)
 
 
 class ImportRejected(Exception):
@@ -218,7 +220,9 @@ def import_inputs(
                     stmt = stmt.on_conflict_do_update(index_elements=["userId"], set_=update)
                 session.execute(stmt)
 
-        return _apply(errors, skip_invalid, len(good), write)
+        report = _apply(errors, skip_invalid, len(good), write)
+        report.user_ids = sorted({int(row["userId"]) for row in good})
+        return report
 
 
 def _apply(errors: list[RowError], skip_invalid: bool, count: int, write: Any) -> ImportReport:
@@ -254,6 +258,3 @@ def _sync_user_ids(session: Session) -> None:
                 "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT MAX(id) FROM users))"
             )
         )
-
-
-Kind = Literal["users", "inputs"]

@@ -12,16 +12,13 @@ from sqlalchemy import func, select
 
 from treevu.db import EmployeeInputs, EmployeeSegment, Intervention, RecommendationEvent, User
 from treevu.segmentation.engine import Inputs, score
-from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS
+from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, SegmentName
 from treevu.segmentation.recommendations import CATALOG, rank_recommendations
 from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
-from treevu.services.recompute import RecomputeResult, recompute
+from treevu.services.segmentation.recompute import RecomputeResult, recompute
 
-SegmentName = Literal[
-    "crisis_intervention", "at_risk", "financial_champions", "rising_stars", "steady_performers"
-]
 CampaignType = Literal["retention", "engagement", "education", "intervention", "promotion"]
 
 
@@ -179,15 +176,6 @@ INTERVENTION_ACTIONS: dict[str, list[str]] = {
         "Suggest investment and savings optimisation",
         "Encourage a new goal",
     ],
-}
-
-#: Which engagement level a campaign type aims at, to order targets most-relevant first.
-CAMPAIGN_ORDER: dict[str, Any] = {
-    "retention": EmployeeSegment.engagement_score.desc(),
-    "engagement": EmployeeSegment.engagement_score.asc(),
-    "education": EmployeeSegment.fwi_score.asc(),
-    "intervention": EmployeeSegment.fwi_score.asc(),
-    "promotion": EmployeeSegment.wellness_score.desc(),
 }
 
 
@@ -528,7 +516,8 @@ async def get_campaign_targets(
 
 
 async def run_recompute(svc: Services, user_ids: list[int] | None) -> RecomputeResult:
-    """Recompute off the event loop, then publish the segment changes (after the commit)."""
+    """Recompute off the event loop; the segment changes it committed to the outbox are
+    relayed at once."""
     result = await anyio.to_thread.run_sync(
         lambda: recompute(
             svc.bulk_engine,
@@ -539,7 +528,8 @@ async def run_recompute(svc: Services, user_ids: list[int] | None) -> RecomputeR
         )
     )
     svc.stats_cache.clear()
-    await svc.events.segment_changed(result.segment_changes)
+    if len(result.moves.user_id):
+        svc.relay.wake()
     return result
 
 
@@ -573,11 +563,3 @@ async def recompute_my_profile(svc: Services, actor: Actor, inp: Empty) -> Welln
 async def get_policy(svc: Services, actor: Actor, inp: Empty) -> dict[str, Any]:
     actor.require_admin()
     return svc.policy.public()
-
-
-def check_segment(name: str) -> str:
-    if name not in SEGMENTS:
-        raise ServiceError(
-            "BAD_REQUEST", f"segment: unknown segment {name!r}; one of {', '.join(SEGMENTS)}"
-        )
-    return name

@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
-from treevu.db import (
-    AuditLog,
-    EmployeeSegment,
-    IdempotencyKey,
-    NotificationPreferences,
-    NotificationQueue,
-    User,
-)
+from treevu.db import EmployeeSegment, NotificationPreferences, NotificationQueue, User
 from treevu.notifications.broker import Envelope
+from treevu.notifications.wire import UNREAD, NotificationType, check_data, check_text
+from treevu.segmentation.policy import SegmentName
 from treevu.services.bounds import MAX_INT, RowId
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, not_found
-from treevu.services.inbox import UNREAD, Inbox, NewNotification
-from treevu.services.segmentation import decode_cursor, page_cursor
-
-NotificationType = Literal[
-    "tier_upgrade", "milestone", "compliance_alert", "recommendation", "intervention_update"
-]
-MUTABLE: frozenset[str] = frozenset(
-    {"tier_upgrade", "milestone", "recommendation", "intervention_update"}
+from treevu.services.notifications.delivery import public, unread_count
+from treevu.services.notifications.preferences import (
+    MUTABLE,
+    Preferences,
+    preferences_out,
+    unmuted,
 )
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
-TOGGLES = {
-    "tier_upgrade": "enable_tier_upgrades",
-    "milestone": "enable_milestones",
-    "recommendation": "enable_recommendations",
-}
+from treevu.services.notifications.store import AuditEntry, CreateRequest, NewNotification
+from treevu.services.segmentation.queries import decode_cursor, page_cursor
 
 
 class Model(BaseModel):
@@ -85,13 +72,6 @@ class Cleared(Model):
     cleared: int
 
 
-class Preferences(Model):
-    enable_tier_upgrades: bool = Field(alias="enableTierUpgrades")
-    enable_milestones: bool = Field(alias="enableMilestones")
-    enable_recommendations: bool = Field(alias="enableRecommendations")
-    muted_types: list[str] = Field(alias="mutedTypes")
-
-
 class PreferencesUpdate(Model):
     enable_tier_upgrades: bool | None = Field(default=None, alias="enableTierUpgrades")
     enable_milestones: bool | None = Field(default=None, alias="enableMilestones")
@@ -115,30 +95,32 @@ class Stats(Model):
     by_status: dict[str, int] = Field(alias="byStatus")
 
 
-class CreateNotification(Model):
+class _Content(Model):
+    """What a notification carries, checked as strictly as any database would."""
+
+    type: NotificationType
+    title: str = Field(min_length=1, max_length=255)
+    message: str = Field(min_length=1, max_length=10_000)
+    data: dict[str, Any] | None = None
+
+    @field_validator("title", "message")
+    @classmethod
+    def _storable_text(cls, value: str, info: ValidationInfo) -> str:
+        return check_text(str(info.field_name), value)
+
+    @field_validator("data")
+    @classmethod
+    def _storable_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_data(value)
+
+
+class CreateNotification(_Content):
     user_id: int = Field(alias="userId", ge=1, le=MAX_INT)
-    type: NotificationType
-    title: str = Field(min_length=1, max_length=255)
-    message: str = Field(min_length=1, max_length=10_000)
-    data: dict[str, Any] | None = None
 
 
-class Broadcast(Model):
+class Broadcast(_Content):
     user_ids: list[RowId] | None = Field(default=None, alias="userIds", max_length=100_000)
-    segment: (
-        Literal[
-            "crisis_intervention",
-            "at_risk",
-            "financial_champions",
-            "rising_stars",
-            "steady_performers",
-        ]
-        | None
-    ) = None
-    type: NotificationType
-    title: str = Field(min_length=1, max_length=255)
-    message: str = Field(min_length=1, max_length=10_000)
-    data: dict[str, Any] | None = None
+    segment: SegmentName | None = None
 
 
 class BroadcastResult(Model):
@@ -147,19 +129,12 @@ class BroadcastResult(Model):
     ids: list[int]
 
 
-def _inbox(svc: Services) -> Inbox:
-    if svc.inbox is None:
-        raise RuntimeError("the inbox runs only inside the server")
-    return svc.inbox
-
-
-def _to_model(inbox: Inbox, row: NotificationQueue) -> Notification:
-    return Notification.model_validate(inbox.public(row))
+def _to_model(svc: Services, row: NotificationQueue) -> Notification:
+    return Notification.model_validate(public(svc.cipher, row))
 
 
 async def get_history(svc: Services, actor: Actor, inp: HistoryInput) -> HistoryPage:
     """The user's inbox, newest first; cleared notifications are gone from it."""
-    inbox = _inbox(svc)
     before = decode_cursor(inp.cursor)
     stmt = (
         select(NotificationQueue)
@@ -177,14 +152,13 @@ async def get_history(svc: Services, actor: Actor, inp: HistoryInput) -> History
         stmt = stmt.where(NotificationQueue.status == "read")
     async with svc.sessions() as session:
         rows = list(await session.scalars(stmt))
-    items = [_to_model(inbox, r) for r in rows]
+    items = [_to_model(svc, r) for r in rows]
     return HistoryPage(items=items, next_cursor=page_cursor([r.id for r in rows], inp.limit))
 
 
 async def _publish_unread(svc: Services, user_id: int) -> int:
-    inbox = _inbox(svc)
-    count = await inbox.unread_count(user_id)
-    await inbox.broker.publish([Envelope("unread", user_id, count=count)])
+    count = await unread_count(svc.sessions, user_id)
+    await svc.broker.publish([Envelope("unread", user_id, count=count)])
     return count
 
 
@@ -234,7 +208,7 @@ async def mark_all_as_read(svc: Services, actor: Actor, inp: Empty) -> ReadResul
 
 
 async def get_unread_count(svc: Services, actor: Actor, inp: Empty) -> UnreadCount:
-    return UnreadCount(count=await _inbox(svc).unread_count(actor.user_id))
+    return UnreadCount(count=await unread_count(svc.sessions, actor.user_id))
 
 
 async def clear_all(svc: Services, actor: Actor, inp: Empty) -> Cleared:
@@ -251,25 +225,9 @@ async def clear_all(svc: Services, actor: Actor, inp: Empty) -> Cleared:
     return Cleared(cleared=int(result.rowcount or 0))  # type: ignore[attr-defined]
 
 
-def _prefs_out(row: NotificationPreferences | None) -> Preferences:
-    if row is None:
-        return Preferences(
-            enable_tier_upgrades=True,
-            enable_milestones=True,
-            enable_recommendations=True,
-            muted_types=[],
-        )
-    return Preferences(
-        enable_tier_upgrades=row.enable_tier_upgrades,
-        enable_milestones=row.enable_milestones,
-        enable_recommendations=row.enable_recommendations,
-        muted_types=list(row.muted_types or []),
-    )
-
-
 async def get_preferences(svc: Services, actor: Actor, inp: Empty) -> Preferences:
     async with svc.sessions() as session:
-        return _prefs_out(await session.get(NotificationPreferences, actor.user_id))
+        return preferences_out(await session.get(NotificationPreferences, actor.user_id))
 
 
 async def update_preferences(svc: Services, actor: Actor, inp: PreferencesUpdate) -> Preferences:
@@ -292,7 +250,7 @@ async def update_preferences(svc: Services, actor: Actor, inp: PreferencesUpdate
             row.muted_types = sorted(set(inp.muted_types))
         row.updated_at = svc.clock()
         await session.commit()
-        return _prefs_out(row)
+        return preferences_out(row)
 
 
 async def get_stats(svc: Services, actor: Actor, inp: Empty) -> Stats:
@@ -317,38 +275,15 @@ async def get_stats(svc: Services, actor: Actor, inp: Empty) -> Stats:
     )
 
 
-def is_muted(prefs: Preferences, type_: str, data: dict[str, Any] | None) -> bool:
-    """compliance_alert and crisis intervention_update are never muted."""
-    if type_ not in MUTABLE:
-        return False
-    if type_ == "intervention_update" and (data or {}).get("crisis") is True:
-        return False
-    toggle = TOGGLES.get(type_)
-    if toggle is not None and not getattr(prefs, toggle):
-        return True
-    return type_ in prefs.muted_types
-
-
-async def preferences_of(svc: Services, user_ids: list[int]) -> dict[int, Preferences]:
-    found: dict[int, Preferences] = {}
+async def send(svc: Services, request: CreateRequest) -> tuple[list[int], int, bool]:
+    """Store, skipping what the recipients muted: (ids, muted count, replayed)."""
     async with svc.sessions() as session:
-        for start in range(0, len(user_ids), 1000):
-            rows = await session.scalars(
-                select(NotificationPreferences).where(
-                    NotificationPreferences.user_id.in_(user_ids[start : start + 1000])
-                )
-            )
-            found.update({r.user_id: _prefs_out(r) for r in rows})
-    default = _prefs_out(None)
-    return {uid: found.get(uid, default) for uid in user_ids}
-
-
-async def send(svc: Services, items: list[NewNotification]) -> tuple[list[int], int]:
-    """Store and deliver, skipping what the recipients muted; returns (ids, muted count)."""
-    prefs = await preferences_of(svc, sorted({n.user_id for n in items}))
-    wanted = [n for n in items if not is_muted(prefs[n.user_id], n.type, n.data)]
-    ids = await _inbox(svc).create(wanted)
-    return ids, len(items) - len(wanted)
+        wanted = await unmuted(session, request.items)
+    muted = len(request.items) - len(wanted)
+    created = await svc.store.create(
+        CreateRequest(wanted, request.actor_id, request.idempotency_key, request.audit)
+    )
+    return created.ids, (0 if created.replayed else muted), created.replayed
 
 
 async def _existing_users(svc: Services, user_ids: list[int]) -> set[int]:
@@ -365,47 +300,9 @@ async def _existing_users(svc: Services, user_ids: list[int]) -> set[int]:
     return found
 
 
-async def _idempotent(svc: Services, actor: Actor, key: str | None) -> list[int] | None:
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 255:
+def _check_key(key: str | None) -> None:
+    if key is not None and not 1 <= len(key) <= 255:
         raise bad_request("Idempotency-Key", "must be 1 to 255 characters")
-    async with svc.sessions() as session:
-        row = await session.scalar(
-            select(IdempotencyKey).where(
-                IdempotencyKey.actor_id == actor.user_id,
-                IdempotencyKey.key == key,
-                IdempotencyKey.created_at >= svc.clock() - IDEMPOTENCY_WINDOW,
-            )
-        )
-    return None if row is None else list(row.notification_ids)
-
-
-async def _remember(svc: Services, actor: Actor, key: str | None, ids: list[int]) -> list[int]:
-    """Record the key; if a concurrent request won the race, return its ids instead."""
-    if key is None:
-        return ids
-    async with svc.sessions() as session:
-        stale = await session.scalar(
-            select(IdempotencyKey).where(
-                IdempotencyKey.actor_id == actor.user_id, IdempotencyKey.key == key
-            )
-        )
-        if stale is not None:  # older than the window: the key may be used again
-            await session.delete(stale)
-            await session.flush()
-        session.add(
-            IdempotencyKey(
-                actor_id=actor.user_id, key=key, notification_ids=ids, created_at=svc.clock()
-            )
-        )
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            first = await _idempotent(svc, actor, key)
-            return ids if first is None else first
-    return ids
 
 
 async def _admin_quota(svc: Services, actor: Actor, count: int) -> None:
@@ -419,21 +316,19 @@ async def _admin_quota(svc: Services, actor: Actor, count: int) -> None:
         )
 
 
-async def _audit(svc: Services, actor: Actor, action: str, detail: dict[str, Any]) -> None:
-    async with svc.sessions() as session:
-        session.add(
-            AuditLog(actor_id=actor.user_id, action=action, detail=detail, created_at=svc.clock())
-        )
-        await session.commit()
-
-
 async def create_notification(
     svc: Services, actor: Actor, inp: CreateNotification, idempotency_key: str | None = None
 ) -> Notification:
-    """Admin: one notification to one user (``Idempotency-Key``: same key → same result)."""
+    """Admin: one notification to one user (``Idempotency-Key``: same key → same result).
+
+    The rows, the key and the audit row commit together; the key's unique constraint decides
+    between concurrent requests with one key.
+    """
     actor.require_admin()
-    inbox = _inbox(svc)
-    ids = await _idempotent(svc, actor, idempotency_key)
+    _check_key(idempotency_key)
+    ids = (
+        None if idempotency_key is None else await svc.store.lookup(actor.user_id, idempotency_key)
+    )
     if ids is None:
         if not await _existing_users(svc, [inp.user_id]):
             raise not_found(f"userId: no active user {inp.user_id}")
@@ -441,18 +336,26 @@ async def create_notification(
         item = NewNotification(
             inp.user_id, inp.type, inp.title, inp.message, inp.data, created_by=actor.user_id
         )
-        ids, muted = await send(svc, [item])
+        ids, muted, _ = await send(
+            svc,
+            CreateRequest(
+                [item],
+                actor.user_id,
+                idempotency_key,
+                AuditEntry(actor.user_id, "notification.create", {"userId": inp.user_id}),
+            ),
+        )
         if muted:
             raise ServiceError(
                 "CONFLICT", f"userId: user {inp.user_id} has muted {inp.type} notifications"
             )
-        ids = await _remember(svc, actor, idempotency_key, ids)
-        await _audit(svc, actor, "notification.create", {"ids": ids, "userId": inp.user_id})
+    if not ids:
+        raise not_found("the notification was removed")
     async with svc.sessions() as session:
         row = await session.get(NotificationQueue, ids[0])
     if row is None:
         raise not_found("the notification was removed")
-    return _to_model(inbox, row)
+    return _to_model(svc, row)
 
 
 async def broadcast(
@@ -460,11 +363,13 @@ async def broadcast(
 ) -> BroadcastResult:
     """Admin: one notification to each of ``userIds`` or of a segment's members."""
     actor.require_admin()
+    _check_key(idempotency_key)
     if (inp.user_ids is None) == (inp.segment is None):
         raise bad_request("userIds", "give exactly one of userIds or segment")
-    previous = await _idempotent(svc, actor, idempotency_key)
-    if previous is not None:
-        return BroadcastResult(created=len(previous), muted=0, ids=previous)
+    if idempotency_key is not None:
+        previous = await svc.store.lookup(actor.user_id, idempotency_key)
+        if previous is not None:
+            return BroadcastResult(created=len(previous), muted=0, ids=previous)
     if inp.user_ids is not None:
         targets = sorted(set(inp.user_ids))
         existing = await _existing_users(svc, targets)
@@ -486,12 +391,8 @@ async def broadcast(
         NewNotification(u, inp.type, inp.title, inp.message, inp.data, created_by=actor.user_id)
         for u in targets
     ]
-    ids, muted = await send(svc, items)
-    ids = await _remember(svc, actor, idempotency_key, ids)
-    await _audit(
-        svc,
-        actor,
-        "notification.broadcast",
-        {"count": len(ids), "segment": inp.segment, "type": inp.type},
+    audit = AuditEntry(
+        actor.user_id, "notification.broadcast", {"segment": inp.segment, "type": inp.type}
     )
+    ids, muted, _ = await send(svc, CreateRequest(items, actor.user_id, idempotency_key, audit))
     return BroadcastResult(created=len(ids), muted=muted, ids=ids)

@@ -3,23 +3,24 @@
 Runs on a synchronous engine (off the event loop, in a worker thread when called from the
 server): reading a million rows goes through the DBAPI cursor straight into numpy, without
 building ORM objects or dicts. The same function recomputes one user (``user_ids=[id]``) and
-everyone, so both paths share every formula and every statement. It commits, and returns the
-segment changes for the caller to publish — after the commit, never before.
+everyone, so both paths share every formula and every statement. Each change of segment is
+written to ``outbox_events`` in the same transaction (the relay notifies after the commit); the
+changes are also returned, for counting.
 
 Users go in batches by user id (:func:`plan_batches`), all in one transaction. Reading a batch
 is separate ordered scans (inputs; stored segment and fingerprint; exclusions) aligned in numpy,
 rather than a join that the database would carry row by row. Writing stages the changed rows in
 a temporary table — ``executemany`` on SQLite, ``COPY`` on PostgreSQL, multi-row ``INSERT`` on
-MariaDB — and applies them with two set-based statements: the ``segment_history`` rows of those
-who moved, and the upsert into ``employee_segments``. ``docs/benchmarks.md`` has the figures.
+MariaDB — and applies them with three set-based statements: the ``segment_history`` rows of
+those who moved, their ``segment.changed`` outbox events, and the upsert into
+``employee_segments``. ``docs/benchmarks.md`` has the figures.
 """
 
 from __future__ import annotations
 
-import re
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -28,29 +29,31 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Engine
 
-from treevu.segmentation.engine import Inputs, Profiles, reason_codes, reasons_of, score
-from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
-from treevu.segmentation.recommendations import CATALOG, eligibility
-
-INPUT_COLUMNS: Final = (
-    "monthlyIncome",
-    "monthlySpending",
-    "savingsBalance",
-    "monthlyDebtPayments",
-    "ewaAdvances30d",
-    "alerts30d",
-    "surveyScore",
-    "activeDays30d",
-    "goalsCompleted90d",
-    "lessonsCompleted90d",
-    "treePoints",
+from treevu.db.bulk import (
+    copy_rows,
+    db_timestamp,
+    dbapi_cursor,
+    fetch_numbers,
+    fetchall,
+    json_object,
+    placeholder,
+    quote_camel,
+    temp_table_statements,
 )
+from treevu.db.outbox import SEGMENT_CHANGED
+from treevu.segmentation.engine import (
+    INPUT_NAMES,
+    Inputs,
+    Profiles,
+    reason_codes,
+    reasons_of,
+    score,
+)
+from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
+from treevu.segmentation.recommendations import CATALOG, recommendation_counts
+
 #: Users per batch: read, scored and written together (and one progress report each).
 BATCH_USERS: Final = 50_000
-#: Rows per ``executemany`` or ``COPY`` slice when staging.
-WRITE_CHUNK: Final = 50_000
-#: Rows per multi-row INSERT on MariaDB (about 1 MB of SQL, well under max_allowed_packet).
-MYSQL_ROWS_PER_INSERT: Final = 10_000
 #: Explicit user lists up to this long are read with ``IN (…)``; longer ones by id range.
 ID_LIST_LIMIT: Final = 1000
 #: On PostgreSQL, refresh planner statistics after writing at least this many profiles.
@@ -156,45 +159,6 @@ class RecomputeResult:
         return self._segment_changes
 
 
-def _placeholder(conn: Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
-
-def _quote_camel(sql: str, conn: Connection) -> str:
-    """PostgreSQL folds unquoted names to lower case; quote the camelCase ones."""
-    if conn.dialect.name != "postgresql":
-        return sql
-    return re.sub(r"(?<![\"'\w])([a-z]+[A-Z]\w*)(?![\"'\w])", r'"\1"', sql)
-
-
-def db_timestamp(conn: Connection, value: datetime) -> datetime | str:
-    """A UTC datetime as the DBAPI should bind it: naive, and on SQLite the text SQLAlchemy stores.
-
-    Binding text on SQLite keeps bulk-written rows byte-identical to ORM-written ones (and
-    avoids the sqlite3 module's deprecated default datetime adapter).
-    """
-    naive = value.replace(tzinfo=None)
-    if conn.dialect.name == "sqlite":
-        return naive.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return naive
-
-
-def _dbapi_cursor(conn: Connection) -> Any:
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    return dbapi.cursor()
-
-
-def _fetchall(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    cursor = _dbapi_cursor(conn)
-    try:
-        cursor.execute(_quote_camel(sql, conn), tuple(params))
-        rows: list[Any] = cursor.fetchall()
-    finally:
-        cursor.close()
-    return rows
-
-
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Users scored and written together: a short explicit id list, or an id range.
@@ -210,7 +174,7 @@ class Batch:
 
     def where(self, conn: Connection, column: str) -> tuple[str, list[int]]:
         """`` AND <column> …`` selecting the batch, and its parameters."""
-        p = _placeholder(conn)
+        p = placeholder(conn)
         if self.ids:
             return f" AND {column} IN ({', '.join([p] * len(self.ids))})", list(self.ids)
         return f" AND {column} BETWEEN {p} AND {p}", [self.lo, self.hi]
@@ -233,7 +197,7 @@ def plan_batches(conn: Connection, user_ids: Sequence[int] | None) -> tuple[list
     if user_ids is not None and len(user_ids) <= ID_LIST_LIMIT:
         ids = tuple(sorted({int(u) for u in user_ids}))
         return ([Batch(ids=ids)] if ids else []), len(ids)
-    first, last, count = _fetchall(
+    first, last, count = fetchall(
         conn, "SELECT MIN(userId), MAX(userId), COUNT(*) FROM employee_inputs"
     )[0]
     if not count:
@@ -253,44 +217,18 @@ def plan_batches(conn: Connection, user_ids: Sequence[int] | None) -> tuple[list
     return batches, int(count)
 
 
-def _fetch_numbers(
-    conn: Connection, exprs: Sequence[str], rest: str, params: Sequence[Any], dtype: type
-) -> npt.NDArray[Any]:
-    """``SELECT exprs rest`` as a (rows, len(exprs)) array, sorted by the first column.
-
-    The expressions must not be NULL. On MariaDB each row comes back as one text column:
-    pymysql parses every value in Python, so one value a row is several times faster, and
-    MariaDB prints numbers exactly (doubles in their shortest round-trip form; checked bit for
-    bit on MariaDB 10.11).
-    """
-    width = len(exprs)
-    table: npt.NDArray[Any]
-    if conn.dialect.name == "mysql":
-        rows = _fetchall(conn, f"SELECT CONCAT_WS(',', {', '.join(exprs)}) {rest}", params)
-        text = ",".join(row[0] for row in rows).split(",") if rows else []
-        table = np.array(text, dtype=dtype).reshape(len(rows), width)
-    else:
-        rows = _fetchall(conn, f"SELECT {', '.join(exprs)} {rest}", params)
-        table = np.array(rows, dtype=dtype).reshape(len(rows), width)
-    del rows
-    ids: npt.NDArray[Any] = table[:, 0]
-    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
-        table = table[np.argsort(ids, kind="stable")]
-    return table
-
-
 def read_batch(conn: Connection, survey_cutoff: datetime, batch: Batch) -> BatchRead:
     """Inputs, stored segment and fingerprint, and exclusions of the active users of ``batch``.
 
     Four scans and no join: inputs, inactive users (usually none), stored profiles and
     dismissed/completed recommendations, aligned by user id in numpy.
     """
-    p = _placeholder(conn)
+    p = placeholder(conn)
     survey = f"CASE WHEN surveyAt >= {p} AND surveyScore IS NOT NULL THEN surveyScore ELSE -1 END"
     where, params = batch.where(conn, "userId")
-    table = _fetch_numbers(
+    table = fetch_numbers(
         conn,
-        ["userId", *(survey if c == "surveyScore" else c for c in INPUT_COLUMNS)],
+        ["userId", *(survey if c == "surveyScore" else c for c in INPUT_NAMES)],
         f"FROM employee_inputs WHERE 1 = 1{where} ORDER BY userId",
         [db_timestamp(conn, survey_cutoff), *params],
         np.float64,
@@ -301,22 +239,22 @@ def read_batch(conn: Connection, survey_cutoff: datetime, batch: Batch) -> Batch
         keep &= np.isin(user_id, batch.wanted)
     if len(user_id):
         id_where, id_params = batch.where(conn, "id")
-        inactive = _fetchall(
+        inactive = fetchall(
             conn, f"SELECT id FROM users WHERE isActive = {p}{id_where}", [False, *id_params]
         )
         if inactive:
             keep &= ~np.isin(user_id, np.array([r[0] for r in inactive], dtype=np.int64))
     if not keep.all():
         table, user_id = table[keep], user_id[keep]
-    columns = [table[:, 1 + k] for k in range(len(INPUT_COLUMNS))]
-    survey_col = INPUT_COLUMNS.index("surveyScore")
+    columns = [table[:, 1 + k] for k in range(len(INPUT_NAMES))]
+    survey_col = INPUT_NAMES.index("surveyScore")
     columns[survey_col] = np.where(columns[survey_col] < 0, np.nan, columns[survey_col])
     inputs = Inputs.from_columns(columns)
     del table, columns
 
     whens = " ".join(f"WHEN '{name}' THEN {code}" for code, name in enumerate(SEGMENTS))
     # Integers all the way: 64-bit hashes must not pass through float64.
-    by_user = _fetch_numbers(
+    by_user = fetch_numbers(
         conn,
         ["userId", f"CASE segment {whens} ELSE -1 END", "COALESCE(profileHash, 0)"],
         f"FROM employee_segments WHERE 1 = 1{where}",
@@ -341,7 +279,7 @@ def read_exclusions(
     if len(user_id) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     where, params = batch.where(conn, "userId")
-    pairs = _fetchall(
+    pairs = fetchall(
         conn,
         "SELECT DISTINCT userId, recommendationId FROM recommendation_events "
         f"WHERE kind IN ('dismissed', 'completed'){where}",
@@ -356,16 +294,6 @@ def read_exclusions(
     found[found] = user_id[pos[found]] == uids[found]
     keep = found & (items >= 0)
     return pos[keep].astype(np.int64), items[keep]
-
-
-def recommendation_counts(batch: BatchRead, profiles: Profiles) -> IdArray:
-    """Eligible catalog items per user, less those they dismissed or completed."""
-    eligible = eligibility(batch.inputs, profiles, CATALOG)
-    counts: IdArray = np.count_nonzero(eligible, axis=1).astype(np.int64)
-    rows, items = batch.excluded_rows, batch.excluded_items
-    if len(rows):
-        np.subtract.at(counts, rows, eligible[rows, items].astype(np.int64))
-    return counts
 
 
 def profile_hash(profiles: Profiles, rec_count: IdArray, policy: Policy) -> IdArray:
@@ -423,7 +351,9 @@ def recompute(
             timings["read"] += scoring - start
             n = len(read.user_id)
             profiles = score(read.inputs, policy)
-            rec_count = recommendation_counts(read, profiles)
+            rec_count = recommendation_counts(
+                read.inputs, profiles, excluded=(read.excluded_rows, read.excluded_items)
+            )
             new_hash = profile_hash(profiles, rec_count, policy)
             stored = read.stored_segment
             changed = np.flatnonzero((new_hash != read.stored_hash) | (stored < 0))
@@ -510,19 +440,17 @@ def _write(
     """
     dialect = conn.dialect.name
     start = time.perf_counter()
-    cursor = _dbapi_cursor(conn)
+    cursor = dbapi_cursor(conn)
     try:
-        prepare, clear = _stage_statements(dialect, reused)
+        prepare, clear = temp_table_statements(dialect, STAGE, STAGE_COLUMNS, reused)
         for sql in prepare:
-            cursor.execute(_quote_camel(sql, conn))
-        fill = {"postgresql": _fill_stage_copy, "mysql": _fill_stage_values}.get(
-            dialect, _fill_stage_executemany
-        )
-        fill(conn, cursor, columns)
+            cursor.execute(quote_camel(sql, conn))
+        names = [name for name, _ in STAGE_COLUMNS]
+        copy_rows(conn, cursor, STAGE, names, columns, text_column="reasons")
         staged = time.perf_counter()
         timings["stage"] += staged - start
         for sql, params in _apply_statements(conn, policy, db_timestamp(conn, now)):
-            cursor.execute(_quote_camel(sql, conn), params)
+            cursor.execute(quote_camel(sql, conn), params)
         for sql in clear:
             cursor.execute(sql)
         timings["apply"] += time.perf_counter() - staged
@@ -530,77 +458,11 @@ def _write(
         cursor.close()
 
 
-def _stage_statements(dialect: str, reused: bool) -> tuple[list[str], list[str]]:
-    """Statements that give an empty staging table, and those that clear it after use.
-
-    PostgreSQL and SQLite keep one per connection: creating and dropping a table for every
-    recompute (one user's too) would churn PostgreSQL's system catalogs. PostgreSQL empties it at
-    every commit and truncates it only when ``reused`` by a later batch of the same transaction.
-    MariaDB gets a fresh one each time (temporary DDL does not commit): an InnoDB temporary
-    table emptied with DELETE after a bulk run slowed the one-user write tenfold (45 ms against
-    4.5 ms), and TRUNCATE would commit. Leftovers of a failed run are cleared first.
-    """
-    ddl = ", ".join(f"{name} {kind}" for name, kind in STAGE_COLUMNS)
-    if dialect == "postgresql":
-        if reused:
-            return [f"TRUNCATE {STAGE}"], []
-        return [f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({ddl}) ON COMMIT DELETE ROWS"], []
-    if dialect == "mysql":
-        drop = f"DROP TEMPORARY TABLE IF EXISTS {STAGE}"
-        return [drop, f"CREATE TEMPORARY TABLE {STAGE} ({ddl})"], [drop]
-    clear = f"DELETE FROM {STAGE}"
-    return [f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({ddl})", clear], [clear]
-
-
-def _fill_stage_executemany(conn: Connection, cursor: Any, columns: list[list[Any]]) -> None:
-    """SQLite: ``executemany`` binds each row in C."""
-    names = [name for name, _ in STAGE_COLUMNS]
-    p = _placeholder(conn)
-    sql = f"INSERT INTO {STAGE} ({', '.join(names)}) VALUES ({', '.join([p] * len(names))})"
-    total = len(columns[0])
-    for rows in _chunks(columns, total, WRITE_CHUNK):
-        cursor.executemany(sql, rows)
-
-
-def _fill_stage_copy(conn: Connection, cursor: Any, columns: list[list[Any]]) -> None:
-    """PostgreSQL: ``COPY … FROM STDIN`` (psycopg)."""
-    names = [name for name, _ in STAGE_COLUMNS]
-    total = len(columns[0])
-    with cursor.copy(_quote_camel(f"COPY {STAGE} ({', '.join(names)}) FROM STDIN", conn)) as copy:
-        for rows in _chunks(columns, total, WRITE_CHUNK):
-            for row in rows:
-                copy.write_row(row)
-
-
-def _fill_stage_values(conn: Connection, cursor: Any, columns: list[list[Any]]) -> None:
-    """MariaDB: multi-row ``INSERT … VALUES`` written here.
-
-    pymysql would escape every value in Python, one at a time. The staged values are numbers,
-    formatted by ``str``, and a few distinct reason texts, escaped once each by the driver.
-    """
-    names = [name for name, _ in STAGE_COLUMNS]
-    reasons = names.index("reasons")
-    literal = {text: cursor.connection.escape(text) for text in set(columns[reasons])}
-    columns = columns.copy()
-    columns[reasons] = [literal[text] for text in columns[reasons]]
-    head = f"INSERT INTO {STAGE} ({', '.join(names)}) VALUES "
-    row_sql = f"({', '.join(['%s'] * len(names))})"
-    total = len(columns[0])
-    for rows in _chunks(columns, total, MYSQL_ROWS_PER_INSERT):
-        cursor.execute(head + ",".join([row_sql % row for row in rows]))
-
-
-def _chunks(columns: list[list[Any]], total: int, size: int) -> Iterator[Iterator[tuple[Any, ...]]]:
-    """Rows of ``columns`` in slices of ``size``."""
-    for start in range(0, total, size):
-        yield zip(*(c[start : start + size] for c in columns), strict=True)
-
-
 def _apply_statements(
     conn: Connection, policy: Policy, stamp: datetime | str
 ) -> list[tuple[str, tuple[Any, ...]]]:
     """The history rows of those who moved, then the upsert of every staged profile."""
-    p = _placeholder(conn)
+    p = placeholder(conn)
     Expr = tuple[str, tuple[Any, ...]]  # SQL and the values of its placeholders
 
     def column(name: str) -> Expr:
@@ -647,6 +509,26 @@ def _apply_statements(
         "policyVersion": constant(policy.version),
         "profileHash": column("profileHash"),
     }
+
+    # One segment.changed event per change of an existing segment (first placements tell
+    # no one), in this transaction: the relay notifies after the commit, whatever dies when.
+    def literal_label(code_column: str) -> str:
+        whens = " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(SEGMENTS))
+        return f"CASE {code_column} {whens} END"
+
+    payload = json_object(
+        conn,
+        [
+            ("fromSegment", literal_label("fromSegment")),
+            ("toSegment", literal_label("segment")),
+            ("fwiScore", "fwiScore"),
+        ],
+    )
+    events = (
+        "INSERT INTO outbox_events (kind, userId, payload, createdAt) "
+        f"SELECT '{SEGMENT_CHANGED}', userId, {payload}, {p} FROM {STAGE} "
+        "WHERE segment <> fromSegment AND fromSegment >= 0"
+    )
     profile_sql, profile_params = select(list(profile.values()))
     head = f"INSERT INTO employee_segments ({', '.join(profile)}) SELECT {profile_sql} FROM {STAGE}"
     updated = list(profile)[1:]
@@ -657,4 +539,4 @@ def _apply_statements(
         sets = ", ".join(f"{c} = excluded.{c}" for c in updated)
         # A WHERE clause tells SQLite's parser that ON CONFLICT belongs to the INSERT.
         upsert = f"{head} WHERE 1 = 1 ON CONFLICT (userId) DO UPDATE SET {sets}"
-    return [(history, history_params), (upsert, profile_params)]
+    return [(history, history_params), (events, (stamp,)), (upsert, profile_params)]

@@ -2,7 +2,7 @@
 
 Rows go through the DBAPI cursor in chunks (``executemany``; ``COPY`` on PostgreSQL): a million
 users and their inputs take seconds, not minutes. Timestamps are bound as the bulk recompute
-binds them (:func:`~treevu.services.recompute.db_timestamp`), converted once per distinct value
+binds them (:func:`~treevu.db.bulk.db_timestamp`), converted once per distinct value
 rather than once per row. Re-seeding replaces users with the same ids.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Engine
 
+from treevu.db.bulk import copy_rows, db_timestamp, placeholder
 from treevu.population import DEPARTMENTS, ROLES, Population
-from treevu.services.recompute import db_timestamp
 
 CHUNK: Final = 50_000
 #: Survey dates spread over this many days back: some fall outside the 180-day window.
@@ -64,7 +64,7 @@ def write_population(
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         cur = dbapi.cursor()
-        p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        p = placeholder(conn)
         try:
             # Replace: drop what these ids had (cascades to their inputs and profiles).
             ids = population.user_id
@@ -149,19 +149,8 @@ def _insert(
     columns: list[list[Any]],
     progress: ProgressFn | None,
 ) -> None:
-    total = len(columns[0])
-    if conn.dialect.name == "postgresql":
-        quoted = ", ".join(f'"{c}"' for c in names)
-        with cur.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
-            for start in range(0, total, CHUNK):
-                for row in zip(*(c[start : start + CHUNK] for c in columns), strict=True):
-                    copy.write_row(row)
-                if progress:
-                    progress(table, min(start + CHUNK, total), total)
-        return
-    p = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([p] * len(names))})"
-    for start in range(0, total, CHUNK):
-        cur.executemany(sql, zip(*(c[start : start + CHUNK] for c in columns), strict=True))
+    def report(done: int, total: int) -> None:
         if progress:
-            progress(table, min(start + CHUNK, total), total)
+            progress(table, done, total)
+
+    copy_rows(conn, cur, table, names, columns, progress=report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from treevu.db import AuditLog, EmployeeInputs, SurveyResponse, User
@@ -14,7 +14,7 @@ from treevu.segmentation.survey import SurveyError, score_survey
 from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
-from treevu.services.segmentation import (
+from treevu.services.segmentation.queries import (
     UserRef,
     WellnessProfile,
     decode_cursor,
@@ -206,19 +206,9 @@ async def put_inputs(svc: Services, actor: Actor, inp: PutInputs) -> WellnessPro
     return await get_wellness_profile(svc, actor, UserRef(user_id=inp.user_id))
 
 
-_ATTRS = (
-    "monthly_income",
-    "monthly_spending",
-    "savings_balance",
-    "monthly_debt_payments",
-    "ewa_advances_30d",
-    "alerts_30d",
-    "survey_score",
-    "active_days_30d",
-    "goals_completed_90d",
-    "lessons_completed_90d",
-    "tree_points",
-)
+#: Attribute of EmployeeInputs for each input name (its column name).
+_ATTR_OF_COLUMN = {p.columns[0].name: p.key for p in inspect(EmployeeInputs).column_attrs}
+_ATTRS = tuple(_ATTR_OF_COLUMN[name] for name in INPUT_NAMES)
 
 
 async def submit_survey(svc: Services, actor: Actor, inp: SubmitSurvey) -> SurveyOut:

@@ -1,0 +1,380 @@
+"""The delivery side: what the store committed reaches the sockets of this process.
+
+:class:`Delivery` reads, never creates: it hands broker envelopes to the local hub, finds rows
+that other processes committed without a broker (:meth:`Delivery.tail`) or whose publish was
+lost (:meth:`Delivery.sweep_pending`), serves the reads a socket session needs (replay, unread
+count), and records delivery progress — the batched ``pending → sent`` marks with their audit
+rows, and the acknowledgements (``→ delivered``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from treevu.db import NotificationQueue
+from treevu.db.bulk import AUDIT_COLUMNS, AUDIT_ROWS, QueueWrites
+from treevu.notifications.broker import Envelope
+from treevu.notifications.crypto import DataCipher
+from treevu.notifications.hub import Connection, Hub, Outgoing
+from treevu.notifications.metrics import Metrics
+from treevu.notifications.wire import UNACKED, UNREAD, frame, notification
+from treevu.services.notifications.store import Clock, NewNotification
+
+log = logging.getLogger(__name__)
+
+
+def public(cipher: DataCipher, row: NotificationQueue) -> dict[str, Any]:
+    """A stored notification as the wire shows it (``data`` decrypted)."""
+    return notification(
+        row.id,
+        row.type or "",
+        row.title or "",
+        row.message or "",
+        cipher.open(row.data),
+        row.created_at,
+        row.status == "read",
+    )
+
+
+async def unread_count(sessions: async_sessionmaker[AsyncSession], user_id: int) -> int:
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(NotificationQueue)
+            .where(NotificationQueue.user_id == user_id, NotificationQueue.status.in_(UNREAD))
+        )
+    return int(count or 0)
+
+
+class Delivery:
+    """This process's delivery; started and closed by the lifespan."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cipher: DataCipher,
+        hub: Hub,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        max_batch: int = 5000,
+        sent_flush_seconds: float = 0.05,
+    ) -> None:
+        self._sessions = sessions
+        self.cipher = cipher
+        self.hub = hub
+        self.metrics = metrics
+        self._clock = clock
+        self._max_batch = max_batch
+        self._sent_flush_seconds = sent_flush_seconds
+        self._sent: list[tuple[int, int, str]] = []
+        self._acks: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._ack_wake = asyncio.Event()
+        self._uncounted = 0  # frames written since the delivered counter was last moved
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writes: QueueWrites | None = None
+        #: The newest id :meth:`tail` has looked at; ids this process stored are skipped.
+        self._watermark: int | None = None
+        self._local_ids: set[int] = set()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._sent_loop(), name="delivery-sent-marks"),
+            asyncio.create_task(self._ack_loop(), name="delivery-acks"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush_sent()
+        while self._acks:
+            await self._commit_acks()
+
+    async def _writes_for(self, session: AsyncSession) -> tuple[QueueWrites, AsyncConnection]:
+        connection = await session.connection()
+        if self._writes is None:
+            self._writes = QueueWrites.for_dialect(connection.dialect)
+        return self._writes, connection
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def receive(self, envelopes: Sequence[Envelope]) -> None:
+        """Broker → local hub (every process hears every envelope; most users are elsewhere)."""
+        hub = self.hub
+        for env in envelopes:
+            if not hub.is_connected(env.user_id):
+                continue
+            if env.kind == "notify":
+                hub.deliver(env.user_id, Outgoing(env.text, env.notification_id, env.created_at))
+            else:
+                hub.send_control(env.user_id, {"type": "unread_count", "count": env.count})
+
+    def on_sent(self, conn: Connection, frame: Outgoing) -> None:
+        """A notification was written to a socket: time it, mark it sent and count it (both
+        batched, at the next flush)."""
+        assert frame.notification_id is not None
+        if frame.created_at:
+            self.metrics.delivery_latency.observe(
+                max(0.0, self._clock().timestamp() - frame.created_at)
+            )
+        self._sent.append((frame.notification_id, conn.user_id, conn.connection_id))
+        self._uncounted += 1
+
+    async def _sent_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sent_flush_seconds)
+            try:
+                await self._flush_sent()
+            except Exception:
+                log.exception("could not record sent notifications; will retry")
+
+    async def _flush_sent(self) -> None:
+        if not self._sent:
+            return
+        sent, self._sent = self._sent, []
+        self.metrics.delivered.inc(self._uncounted)
+        self._uncounted = 0
+        now = self._clock()
+        ids = sorted({nid for nid, _, _ in sent})
+        try:
+            async with self._sessions() as session:
+                writes, connection = await self._writes_for(session)
+                at = writes.timestamp(now)
+                for start in range(0, len(ids), 1000):
+                    chunk = ids[start : start + 1000]
+                    if writes.sent_head:
+                        params = ("sent", at, "pending", *chunk)
+                        await connection.exec_driver_sql(writes.mark_sent(len(chunk)), params)
+                    else:
+                        await session.execute(
+                            update(NotificationQueue)
+                            .where(
+                                NotificationQueue.id.in_(chunk),
+                                NotificationQueue.status == "pending",
+                            )
+                            .values(status="sent", sent_at=now)
+                        )
+                audit = [
+                    (
+                        None,
+                        "notification.delivered",
+                        f"notification:{nid}",
+                        _delivered_detail(uid, cid),
+                        at,
+                    )
+                    for nid, uid, cid in sent
+                ]
+                if writes.audit:
+                    await connection.exec_driver_sql(writes.audit, audit)
+                else:
+                    await connection.execute(
+                        insert(AUDIT_ROWS),
+                        [dict(zip(AUDIT_COLUMNS, row, strict=True)) for row in audit],
+                    )
+                await session.commit()
+        except Exception:
+            self._sent = sent + self._sent
+            raise
+
+    # -- reads for the socket -----------------------------------------------------------------
+
+    async def unread_count(self, user_id: int) -> int:
+        return await unread_count(self._sessions, user_id)
+
+    async def newest_id(self, user_id: int) -> int:
+        async with self._sessions() as session:
+            newest = await session.scalar(
+                select(func.max(NotificationQueue.id)).where(NotificationQueue.user_id == user_id)
+            )
+        return int(newest or 0)
+
+    async def unacknowledged(self, user_id: int) -> list[Outgoing]:
+        return await self._frames(
+            NotificationQueue.user_id == user_id, NotificationQueue.status.in_(UNACKED)
+        )
+
+    async def after(self, user_id: int, last_id: int, bound: int) -> list[Outgoing] | None:
+        """Everything after ``last_id`` in id order, or None when more than ``bound`` missed."""
+        frames = await self._frames(
+            NotificationQueue.user_id == user_id,
+            NotificationQueue.id > last_id,
+            NotificationQueue.status != "cleared",
+            limit=bound + 1,
+        )
+        return None if len(frames) > bound else frames
+
+    async def _frames(self, *where: Any, limit: int | None = None) -> list[Outgoing]:
+        stmt = select(NotificationQueue).where(*where).order_by(NotificationQueue.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._sessions() as session:
+            rows = list(await session.scalars(stmt))
+        return [self.outgoing(r) for r in rows]
+
+    def outgoing(self, row: NotificationQueue) -> Outgoing:
+        return Outgoing(frame(public(self.cipher, row)), row.id, row.created_at.timestamp())
+
+    async def acknowledge(self, user_id: int, nid: int) -> None:
+        """``nid`` reached ``user_id``: ``pending``/``sent`` → ``delivered`` (another user's id,
+        or one already acknowledged, changes nothing). Returns once committed.
+
+        Acks waiting together share one transaction, like creation: a client acks every
+        notification it gets, and a commit each would cap delivery at the database's commit
+        rate (~800 a second on SQLite here, with everything else going on).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.append((user_id, nid, future))
+        self._ack_wake.set()
+        await future
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            while self._acks:
+                await self._commit_acks()
+
+    async def _commit_acks(self) -> None:
+        batch, self._acks = self._acks[: self._max_batch], self._acks[self._max_batch :]
+        try:
+            await self._mark_delivered([(uid, nid) for uid, nid, _ in batch])
+        except asyncio.CancelledError:
+            self._acks = batch + self._acks  # for close(); marking twice changes nothing
+            raise
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def _mark_delivered(self, acks: list[tuple[int, int]]) -> None:
+        """Each id to ``delivered`` if the acking user owns it: owners read first (a row's user
+        never changes), then one ``UPDATE … WHERE id IN (…)`` per 1,000 ids.
+
+        Not one statement with ``(id, userId) IN (…)``: MariaDB turns a list of 1,000 pairs
+        into a subquery and takes ~0.7 s over it.
+        """
+        ids = sorted({nid for _, nid in acks})
+        owners: dict[int, int] = {}
+        async with self._sessions() as session:
+            for start in range(0, len(ids), 1000):
+                rows = await session.execute(
+                    select(NotificationQueue.id, NotificationQueue.user_id).where(
+                        NotificationQueue.id.in_(ids[start : start + 1000])
+                    )
+                )
+                owners.update((int(nid), int(uid)) for nid, uid in rows)
+        owned = sorted({nid for uid, nid in acks if owners.get(nid) == uid})
+        if not owned:
+            return
+        now = self._clock()
+        async with self._sessions() as session:
+            for start in range(0, len(owned), 1000):
+                await session.execute(
+                    update(NotificationQueue)
+                    .where(
+                        NotificationQueue.id.in_(owned[start : start + 1000]),
+                        NotificationQueue.status.in_(UNACKED),
+                    )
+                    .values(status="delivered", delivered_at=now)
+                )
+            await session.commit()
+
+    async def sweep_pending(self, older_than: timedelta, limit: int = 5000) -> int:
+        """Offer pending notifications of locally connected users again (lost publishes).
+
+        Looked up by user (the ``(userId, status)`` index), 1,000 local users a query: the
+        pending rows of users connected elsewhere or offline — a backlog that only grows with
+        them — are never read, and cannot crowd the local ones out of ``limit``.
+        """
+        local = sorted(self.hub.user_ids)
+        if not local:
+            return 0
+        cutoff = self._clock() - older_than
+        rows: list[NotificationQueue] = []
+        async with self._sessions() as session:
+            for start in range(0, len(local), 1000):
+                rows.extend(
+                    await session.scalars(
+                        select(NotificationQueue)
+                        .where(
+                            NotificationQueue.user_id.in_(local[start : start + 1000]),
+                            NotificationQueue.status == "pending",
+                            NotificationQueue.created_at < cutoff,
+                        )
+                        .order_by(NotificationQueue.id)
+                        .limit(limit)
+                    )
+                )
+        rows.sort(key=lambda row: row.id)
+        offered = 0
+        for row in rows[:limit]:
+            offered += self.hub.deliver(row.user_id, self.outgoing(row))
+        return offered
+
+    # -- rows committed by other processes ------------------------------------------------------
+
+    def stored_here(self, items: Sequence[NewNotification], ids: Sequence[int]) -> None:
+        """The store of this process committed ``ids`` (and published them itself)."""
+        if self._watermark is not None:
+            self._local_ids.update(ids)
+
+    async def tail(self) -> int:
+        """Offer the pending rows that other processes (the CLI, a job) committed since the
+        last look to their users connected here; returns how many were offered.
+
+        Without Redis nobody publishes those rows to this process. One indexed ``MAX(id)``
+        per look; the rows themselves are read only when ids appeared that this process did
+        not store. A row committed after a newer one was looked at is left to the sweep.
+        """
+        async with self._sessions() as session:
+            newest = int(await session.scalar(select(func.max(NotificationQueue.id))) or 0)
+            if self._watermark is None:
+                self._watermark = newest
+                return 0
+            low = self._watermark
+            if newest <= low:
+                return 0
+            local = self._local_ids
+            mine = sum(1 for nid in local if low < nid <= newest)
+            rows: list[NotificationQueue] = []
+            if mine < newest - low and self.hub.connection_count:
+                rows = [
+                    row
+                    for row in await session.scalars(
+                        select(NotificationQueue)
+                        .where(
+                            NotificationQueue.id > low,
+                            NotificationQueue.id <= newest,
+                            NotificationQueue.status == "pending",
+                        )
+                        .order_by(NotificationQueue.id)
+                    )
+                    if row.id not in local and self.hub.is_connected(row.user_id)
+                ]
+        self._watermark = newest
+        self._local_ids = {nid for nid in local if nid > newest}
+        offered = 0
+        for row in rows:
+            offered += self.hub.deliver(row.user_id, self.outgoing(row))
+        return offered
+
+
+def _delivered_detail(user_id: int, connection_id: str) -> str:
+    """The JSON of ``{"userId": …, "connectionId": …}`` as the JSON column would write it."""
+    return f'{{"userId": {user_id:d}, "connectionId": {json.dumps(connection_id)}}}'

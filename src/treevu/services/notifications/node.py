@@ -1,0 +1,137 @@
+"""One server process's realtime side: hub, delivery, presence, sessions, and their jobs.
+
+Created and stopped by the app's lifespan. The jobs — heartbeats with the token re-check,
+the tail of rows other processes committed, the pending sweep, presence heartbeats and
+dead-node clean-up, and the outbox relay — run once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from treevu.db import EmployeeSegment, NotificationQueue
+from treevu.notifications.hub import Hub
+from treevu.notifications.metrics import Metrics
+from treevu.segmentation.policy import SEGMENTS
+from treevu.services.auth import TokenVerifier
+from treevu.services.context import Services
+from treevu.services.notifications.delivery import Delivery
+from treevu.services.notifications.presence import Presence, new_node_id
+from treevu.services.notifications.session import SessionServer
+from treevu.services.notifications.store import NewNotification
+
+log = logging.getLogger(__name__)
+
+
+class Realtime:
+    def __init__(self, svc: Services, verifier: TokenVerifier, metrics: Metrics) -> None:
+        settings = svc.settings
+        self.svc = svc
+        self.settings = settings
+        self.metrics = metrics
+        self.hub = Hub(
+            queue_size=settings.ws_queue_size, on_sent=lambda c, f: self.delivery.on_sent(c, f)
+        )
+        self.delivery = Delivery(svc.sessions, svc.cipher, self.hub, metrics, svc.clock)
+        self.presence = Presence(svc.sessions, svc.clock, new_node_id())
+        self.sessions = SessionServer(
+            svc, verifier, self.hub, self.delivery, self.presence, metrics
+        )
+        self._jobs: list[asyncio.Task[None]] = []
+        self._gauges_at = float("-inf")
+
+    def _stored(self, items: Any, ids: Any) -> None:
+        counts: dict[str, int] = {}
+        for n in items:
+            assert isinstance(n, NewNotification)
+            counts[n.type] = counts.get(n.type, 0) + 1
+        for type_, count in counts.items():
+            self.metrics.created.labels(type_).inc(count)
+        self.delivery.stored_here(items, ids)
+
+    async def start(self) -> None:
+        svc, s = self.svc, self.settings
+        await svc.broker.start(self.delivery.receive)
+        await self.delivery.start()
+        await self.presence.start()
+        svc.store.listeners.append(self._stored)
+        self._jobs = [
+            asyncio.create_task(self._every(s.heartbeat_interval, self.heartbeat), name="hb"),
+            asyncio.create_task(self._every(s.sweep_interval, self.sweep), name="sweep"),
+            asyncio.create_task(
+                self._every(s.heartbeat_interval, self.presence_heartbeat), name="presence"
+            ),
+            asyncio.create_task(svc.relay.run(s.outbox_interval), name="outbox-relay"),
+        ]
+        if not s.redis_url:
+            # Nobody publishes another process's rows to this one: look for them.
+            await self.delivery.tail()  # sets the starting point
+            self._jobs.append(
+                asyncio.create_task(self._every(s.tail_interval, self.delivery.tail), name="tail")
+            )
+
+    async def stop(self) -> None:
+        for job in self._jobs:
+            job.cancel()
+        for job in self._jobs:
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await self.hub.shutdown()
+        await self.delivery.close()
+        await self.presence.close()
+        with contextlib.suppress(ValueError):
+            self.svc.store.listeners.remove(self._stored)
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("job %s failed", getattr(job, "__name__", job))
+
+    async def heartbeat(self) -> None:
+        await self.sessions.heartbeat()
+
+    async def sweep(self) -> None:
+        await self.delivery.sweep_pending(timedelta(seconds=self.settings.sweep_interval / 2))
+
+    async def presence_heartbeat(self) -> None:
+        await self.presence.heartbeat()
+        await self.presence.remove_dead_nodes(
+            timedelta(seconds=3 * self.settings.heartbeat_interval)
+        )
+
+    async def refresh_gauges(self, max_age_seconds: float = 30.0) -> None:
+        """Segment sizes and read/click rates for ``/metrics``, recounted at most every 30 s."""
+        now = time.monotonic()
+        if now - self._gauges_at < max_age_seconds:
+            return
+        self._gauges_at = now
+        segment_sql = select(EmployeeSegment.segment, func.count()).group_by(
+            EmployeeSegment.segment
+        )
+        status_sql = select(NotificationQueue.status, func.count()).group_by(
+            NotificationQueue.status
+        )
+        async with self.svc.sessions() as session:
+            sizes = {str(k): int(v) for k, v in (await session.execute(segment_sql)).all()}
+            by_status = {str(k): int(v) for k, v in (await session.execute(status_sql)).all()}
+            clicked = await session.scalar(
+                select(func.count())
+                .select_from(NotificationQueue)
+                .where(NotificationQueue.clicked_at.is_not(None))
+            )
+        for segment in SEGMENTS:
+            self.metrics.segment_size.labels(segment).set(sizes.get(segment, 0))
+        reached = sum(by_status.get(s, 0) for s in ("sent", "delivered", "read"))
+        self.metrics.read_rate.set(by_status.get("read", 0) / reached if reached else 0.0)
+        self.metrics.click_rate.set((clicked or 0) / reached if reached else 0.0)
