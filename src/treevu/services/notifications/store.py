@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple, Protocol
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from treevu.db import AuditLog, IdempotencyKey
@@ -35,6 +35,7 @@ from treevu.notifications.wire import FRAME_HEAD, check_data, check_text, frame_
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW: Final = timedelta(hours=24)
+DEADLOCK_RETRIES: Final = 5
 #: Audit rows list the ids of a request up to this many; beyond, only their count and range.
 AUDIT_IDS: Final = 100
 
@@ -197,7 +198,10 @@ class NotificationStore:
         if not live:
             return
         try:
-            results = await self._commit([w.request for w in live])
+            if len(live) == 1:
+                results = [await self._commit_one(live[0].request)]
+            else:
+                results = await self._commit([w.request for w in live])
         except Exception as exc:
             if len(live) == 1:
                 live[0].future.set_exception(exc)
@@ -205,7 +209,7 @@ class NotificationStore:
             # Isolate: one request's failure must not fail the others.
             for waiting in live:
                 try:
-                    (result,) = await self._commit([waiting.request])
+                    result = await self._commit_one(waiting.request)
                 except Exception as one:
                     if not waiting.future.done():
                         waiting.future.set_exception(one)
@@ -216,6 +220,19 @@ class NotificationStore:
         for waiting, result in zip(live, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(result)
+
+    async def _commit_one(self, request: CreateRequest) -> Created:
+        """One request in its own transaction, tried again when chosen as a deadlock victim
+        (two requests with one key on MariaDB)."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                (result,) = await self._commit([request])
+                return result
+            except DBAPIError as exc:
+                if not _is_deadlock(exc) or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _commit(self, requests: list[CreateRequest]) -> list[Created]:
         """One transaction for ``requests``; publishes after it commits.
@@ -251,14 +268,18 @@ class NotificationStore:
     ) -> None:
         """The request's idempotency row and audit row, in its transaction."""
         if r.idempotency_key is not None:
-            # A key older than the window may be used again: its old row goes first.
-            await session.execute(
-                delete(IdempotencyKey).where(
+            # A key older than the window may be used again: its old row goes first. Found
+            # by a plain read, deleted by id: a DELETE by key that matches nothing would take
+            # gap locks on MariaDB, and two requests holding them deadlock on the INSERT.
+            stale = await session.scalar(
+                select(IdempotencyKey.id).where(
                     IdempotencyKey.actor_id == r.actor_id,
                     IdempotencyKey.key == r.idempotency_key,
                     IdempotencyKey.created_at < now - IDEMPOTENCY_WINDOW,
                 )
             )
+            if stale is not None:
+                await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == stale))
             await session.execute(
                 insert(IdempotencyKey).values(
                     actor_id=r.actor_id,
@@ -381,3 +402,8 @@ class NotificationStore:
             await self._publisher.publish(envelopes)
         except Exception:
             log.exception("publish failed; the pending sweep will deliver these")
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    """MariaDB's 1213 and PostgreSQL's 40P01 both say "deadlock"."""
+    return "deadlock" in str(exc.orig).lower()
