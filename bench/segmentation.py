@@ -2,7 +2,8 @@
 
 For each (backend, N): a fresh database (a SQLite file in a temporary directory, or a throwaway
 database on the MariaDB / PostgreSQL server, dropped afterwards), migrated and seeded with N
-synthetic users; then end-to-end :func:`treevu.services.segmentation.recompute.recompute` timings for
+synthetic users; then end-to-end :func:`treevu.services.segmentation.recompute.recompute`
+timings for
 
 - ``first``: first placement, every profile written (plus one segment_history row each);
 - ``steady``: a re-run with nothing changed (read, score, compare, write nothing);
@@ -56,10 +57,10 @@ from treevu.db import EmployeeInputs, EmployeeSegment, SegmentHistory
 from treevu.db.migrate import upgrade
 from treevu.population import generate_population
 from treevu.segmentation.policy import SEGMENTS, default_policy
-from treevu.services.segmentation import queries as seg
 from treevu.services.context import Actor, Services
-from treevu.services.segmentation.recompute import RecomputeResult, recompute
 from treevu.services.people.seed import write_population
+from treevu.services.segmentation import queries as seg
+from treevu.services.segmentation.recompute import RecomputeResult, recompute
 
 SERVER_URLS: Final = {
     "mariadb": os.environ.get("TREEVU_BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306"),

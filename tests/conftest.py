@@ -30,8 +30,8 @@ from treevu.db.migrate import upgrade
 from treevu.population import generate_population
 from treevu.segmentation.policy import default_policy
 from treevu.services.auth import mint_token
-from treevu.services.segmentation.recompute import recompute
 from treevu.services.people.seed import write_population
+from treevu.services.segmentation.recompute import recompute
 
 MYSQL_URL = os.environ.get("TREEVU_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 POSTGRES_URL = os.environ.get(

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, pool, select, update
 from sqlalchemy.orm import Session
 
-from tests.conftest import Database, LiveServer, seed_and_score, token_for
+from tests.conftest import Database, LiveServer, token_for
 from treevu.app import build_services, make_engines
 from treevu.client import NotificationClient
 from treevu.db import (

@@ -13,9 +13,9 @@ from treevu.db import EmployeeInputs, EmployeeSegment, RecommendationEvent, Segm
 from treevu.population import generate_population
 from treevu.segmentation.engine import Inputs, profile_at, score
 from treevu.segmentation.policy import SEGMENTS, default_policy
+from treevu.services.people.seed import write_population
 from treevu.services.segmentation import recompute as recompute_module
 from treevu.services.segmentation.recompute import recompute
-from treevu.services.people.seed import write_population
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

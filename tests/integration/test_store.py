@@ -219,12 +219,13 @@ def nested(depth: int) -> dict[str, Any]:
 def test_data_a_database_would_refuse_is_refused_at_the_boundary() -> None:
     base = {"userId": USER, "type": "milestone", "title": "t", "message": "m"}
     CreateNotification.model_validate({**base, "data": nested(16)})
-    for bad, words in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"data": nested(32)}, "nested deeper than 16"),
         ({"data": {"blob": "x" * 40_000}}, "bytes of JSON"),
         ({"data": {"n": float("nan")}}, "finite"),
         ({"title": "a\x00b"}, "NUL"),
-    ]:
+    ]
+    for bad, words in cases:
         with pytest.raises(ValidationError, match=words):
             CreateNotification.model_validate({**base, **bad})
     with pytest.raises(ValidationError, match="nested deeper"):
