@@ -255,7 +255,12 @@ def test_segment_recompute_all_and_one_user(seeded: Cli) -> None:
         EMPLOYEE,
     )
     out = seeded.ok("segment", "recompute", "--user", str(EMPLOYEE))
-    assert "scored 1" in out
+    assert "scored 1" in out and "relayed 1 events" in out
+    # The change was told to the person, once, through the outbox.
+    assert seeded.query("SELECT type FROM notification_queue WHERE userId = ?", EMPLOYEE) == [
+        ("intervention_update",)
+    ]
+    assert seeded.query("SELECT COUNT(*) FROM outbox_events WHERE processedAt IS NULL") == [(0,)]
     after = dict(
         (r[0], r[1:])
         for r in seeded.query("SELECT userId, segment, fwiScore FROM employee_segments")
@@ -460,6 +465,38 @@ def test_import_with_a_broken_row_changes_nothing(seeded: Cli) -> None:
     done = seeded("import", "users", str(seeded.cwd / "missing.csv"))
     assert done.returncode != 0 and "missing.csv" in flat(done.stderr)
     assert database_state(seeded) == before
+
+
+def test_import_inputs_recomputes_those_people_and_tells_them(seeded: Cli) -> None:
+    seeded.ok("segment", "recompute", "--all")
+    crisis = {
+        **RECORD,
+        "userId": EMPLOYEE,
+        "monthlySpending": 9000,
+        "savingsBalance": 0,
+        "alerts30d": 9,
+        "ewaAdvances30d": 6,
+    }
+    path = seeded.cwd / "inputs.csv"
+    path.write_text(_inputs_csv([crisis]), encoding="utf-8")
+
+    out = seeded.ok("import", "inputs", str(path), "--no-recompute")
+    assert "recomputed" not in out
+    assert seeded.query("SELECT segment FROM employee_segments WHERE userId = ?", EMPLOYEE) != [
+        ("crisis_intervention",)
+    ]
+
+    out = seeded.ok("import", "inputs", str(path))
+    assert "recomputed 1 profiles" in out and "1 segment changes" in out
+    assert seeded.query("SELECT segment FROM employee_segments WHERE userId = ?", EMPLOYEE) == [
+        ("crisis_intervention",)
+    ]
+    assert seeded.query("SELECT type FROM notification_queue WHERE userId = ?", EMPLOYEE) == [
+        ("intervention_update",)
+    ]
+    # A later recompute finds nothing new and tells no one again.
+    seeded.ok("segment", "recompute", "--all")
+    assert seeded.query("SELECT COUNT(*) FROM notification_queue") == [(1,)]
 
 
 # --- argument errors --------------------------------------------------------------------------
