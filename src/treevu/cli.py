@@ -15,7 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from treevu.app import (
@@ -43,7 +43,7 @@ from treevu.services.notifications.inbox import send
 from treevu.services.notifications.store import AuditEntry, CreateRequest, NewNotification
 from treevu.services.people.importer import ImportRejected, import_inputs, import_users
 from treevu.services.people.seed import write_population
-from treevu.services.segmentation.recompute import recompute
+from treevu.services.segmentation.recompute import RecomputeResult, recompute
 
 app = typer.Typer(help="Treevü Engage: notifications and financial-wellness segmentation.")
 db_app = typer.Typer(help="Database migrations.")
@@ -142,17 +142,7 @@ def segment_recompute(
         raise typer.Exit(2)
     settings = _settings()
     _require_migrated(settings)
-    engine = _bulk_engine(settings)
-    with _progress() as progress:
-        result = recompute(
-            engine,
-            default_policy(),
-            now=datetime.now(UTC),
-            survey_valid_days=settings.survey_valid_days,
-            user_ids=None if user is None else [user],
-            progress=_Bar(progress),
-        )
-    engine.dispose()
+    result = _recompute(settings, _bulk_engine(settings), None if user is None else [user])
     if user is not None and result.scored == 0:
         err.print(f"[red]user {user} has no inputs or is inactive[/red]")
         raise typer.Exit(1)
@@ -161,6 +151,21 @@ def segment_recompute(
         f"{len(result.segment_changes):,} segment changes in {result.timings['total']:.2f}s"
     )
     _relay_events(settings)
+
+
+def _recompute(settings: Settings, engine: Engine, user_ids: list[int] | None) -> RecomputeResult:
+    """Recompute with a progress bar (profiles and their outbox events, one transaction)."""
+    with _progress() as progress:
+        result = recompute(
+            engine,
+            default_policy(),
+            now=datetime.now(UTC),
+            survey_valid_days=settings.survey_valid_days,
+            user_ids=user_ids,
+            progress=_Bar(progress),
+        )
+    engine.dispose()
+    return result
 
 
 def _relay_events(settings: Settings) -> None:
@@ -273,16 +278,7 @@ def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = F
         err.print(f"{file}:{e} (skipped)")
     out.print(f"imported {report.applied:,} {kind}; skipped {len(report.errors):,}")
     if recompute_after and report.user_ids:
-        with _progress() as progress:
-            result = recompute(
-                engine,
-                default_policy(),
-                now=datetime.now(UTC),
-                survey_valid_days=settings.survey_valid_days,
-                user_ids=report.user_ids,
-                progress=_Bar(progress),
-            )
-        engine.dispose()
+        result = _recompute(settings, engine, report.user_ids)
         out.print(
             f"recomputed {result.scored:,} profiles: {result.written:,} changed, "
             f"{len(result.segment_changes):,} segment changes"

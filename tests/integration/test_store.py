@@ -87,6 +87,24 @@ def item(title: str, user_id: int = USER, data: dict[str, Any] | None = None) ->
     return NewNotification(user_id, "compliance_alert", title, f"about {title}", data)
 
 
+class Commits:
+    """Counts the transactions an engine commits while inside the ``with`` block."""
+
+    def __init__(self, svc: Services) -> None:
+        self.engine = svc.sessions.kw["bind"].sync_engine
+        self.count = 0
+
+    def _seen(self, _conn: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> Commits:
+        event.listen(self.engine, "commit", self._seen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "commit", self._seen)
+
+
 async def count(svc: Services, model: Any, *where: Any) -> int:
     async with svc.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
@@ -135,18 +153,10 @@ async def test_a_request_the_database_refuses_fails_alone_in_its_batch(
     two: tuple[Services, Services, Heard, Clock],
 ) -> None:
     first, _, heard, _ = two
-    commits = 0
-
-    def on_commit(_conn: Any) -> None:
-        nonlocal commits
-        commits += 1
-
-    engine = first.sessions.kw["bind"].sync_engine
-    event.listen(engine, "commit", on_commit)
     good = [first.store.create(CreateRequest([item(f"good {k}")])) for k in range(40)]
     missing_user = first.store.create(CreateRequest([item("to nobody", user_id=10**6)]))
-    results = await asyncio.gather(*good[:20], missing_user, *good[20:], return_exceptions=True)
-    event.remove(engine, "commit", on_commit)
+    with Commits(first) as commits:
+        results = await asyncio.gather(*good[:20], missing_user, *good[20:], return_exceptions=True)
     failed = [r for r in results if isinstance(r, BaseException)]
     assert len(failed) == 1 and results.index(failed[0]) == 20
     created = [r.ids[0] for r in results if not isinstance(r, BaseException)]
@@ -154,27 +164,19 @@ async def test_a_request_the_database_refuses_fails_alone_in_its_batch(
     assert await count(first, NotificationQueue, NotificationQueue.id.in_(created)) == 40
     assert sorted(e.notification_id for e in heard.envelopes) == sorted(created)
     # Group commit: 41 requests did not take 41 transactions (the retry is one per request).
-    assert commits < 41 + 41
+    assert commits.count < 41 + 41
 
 
 async def test_requests_waiting_together_share_a_transaction(
     two: tuple[Services, Services, Heard, Clock],
 ) -> None:
     first, _, _, _ = two
-    commits = 0
-
-    def on_commit(_conn: Any) -> None:
-        nonlocal commits
-        commits += 1
-
-    engine = first.sessions.kw["bind"].sync_engine
-    event.listen(engine, "commit", on_commit)
-    results = await asyncio.gather(
-        *(first.store.create(CreateRequest([item(f"n{k}")])) for k in range(100))
-    )
-    event.remove(engine, "commit", on_commit)
+    with Commits(first) as commits:
+        results = await asyncio.gather(
+            *(first.store.create(CreateRequest([item(f"n{k}")])) for k in range(100))
+        )
     assert len({r.ids[0] for r in results}) == 100
-    assert commits < 100
+    assert commits.count < 100
 
 
 async def test_a_cancelled_request_is_not_written_and_the_others_are(

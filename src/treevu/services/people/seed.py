@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 
 from treevu.db.bulk import copy_rows, db_timestamp, placeholder
 from treevu.population import DEPARTMENTS, ROLES, Population
+from treevu.segmentation.engine import INPUT_NAMES
 
 CHUNK: Final = 50_000
 #: Survey dates spread over this many days back: some fall outside the 180-day window.
@@ -35,20 +36,14 @@ USER_COLUMNS: Final = (
     "counselorCapacity",
     "createdAt",
 )
+#: ``employee_inputs`` as seeded: the input names of SPEC §2 with the survey's date after its score.
 INPUT_COLUMNS: Final = (
     "userId",
-    "monthlyIncome",
-    "monthlySpending",
-    "savingsBalance",
-    "monthlyDebtPayments",
-    "ewaAdvances30d",
-    "alerts30d",
-    "surveyScore",
-    "surveyAt",
-    "activeDays30d",
-    "goalsCompleted90d",
-    "lessonsCompleted90d",
-    "treePoints",
+    *(
+        c
+        for name in INPUT_NAMES
+        for c in ((name, "surveyAt") if name == "surveyScore" else (name,))
+    ),
     "updatedAt",
 )
 
