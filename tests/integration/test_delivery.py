@@ -135,7 +135,7 @@ async def test_sent_marks_survive_a_failed_flush(side: Side, tmp_path: Path) -> 
                 select(AuditLog.target).where(AuditLog.action == "notification.delivered")
             )
         )
-    assert sorted(audited) == [f"notification:{i}" for i in ids]
+    assert sorted(str(t) for t in audited) == [f"notification:{i}" for i in ids]
 
 
 async def test_only_the_owner_acknowledges_and_closing_writes_what_waits(side: Side) -> None:
