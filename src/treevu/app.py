@@ -82,7 +82,9 @@ def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: E
     clock = lambda: datetime.now(UTC)  # noqa: E731
     cipher = DataCipher(settings.encryption_key)
     broker = make_broker(settings.redis_url, settings.redis_channel)
-    store = NotificationStore(sessions, cipher, clock, broker)
+    store = NotificationStore(
+        sessions, cipher, clock, broker, notify_channel=settings.pg_notify_channel
+    )
     relay = OutboxRelay(sessions, store, clock, {SEGMENT_CHANGED: notices.segment_changed})
     return Services(
         settings=settings,

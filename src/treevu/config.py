@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         )
 
     @property
+    def pg_notify_channel(self) -> str | None:
+        """On PostgreSQL without Redis: every store ``NOTIFY``s this channel in the transaction
+        that adds notifications, and servers ``LISTEN`` to it (no polling delay)."""
+        if self.redis_url or make_url(self.database_url).get_backend_name() != "postgresql":
+            return None
+        return "treevu_notifications"
+
+    @property
     def is_sqlite(self) -> bool:
         return make_url(self.database_url).get_backend_name() == "sqlite"
 

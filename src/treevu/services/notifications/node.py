@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from treevu.db import EmployeeSegment, NotificationQueue
 from treevu.notifications.hub import Hub
@@ -47,6 +48,8 @@ class Realtime:
         )
         self._jobs: list[asyncio.Task[None]] = []
         self._gauges_at = float("-inf")
+        self._tail_wake = asyncio.Event()
+        self._listening: AsyncConnection | None = None
 
     def _stored(self, items: Any, ids: Any) -> None:
         counts: dict[str, int] = {}
@@ -72,11 +75,31 @@ class Realtime:
             asyncio.create_task(svc.relay.run(s.outbox_interval), name="outbox-relay"),
         ]
         if not s.redis_url:
-            # Nobody publishes another process's rows to this one: look for them.
+            # Nobody publishes another process's rows to this one: look for them, every
+            # tail interval, and at once when PostgreSQL says some were committed.
             await self.delivery.tail()  # sets the starting point
-            self._jobs.append(
-                asyncio.create_task(self._every(s.tail_interval, self.delivery.tail), name="tail")
-            )
+            if s.pg_notify_channel is not None:
+                await self._listen(s.pg_notify_channel)
+            self._jobs.append(asyncio.create_task(self._tail_loop(), name="tail"))
+
+    async def _listen(self, channel: str) -> None:
+        """``LISTEN`` on a connection of its own (asyncpg calls back on each ``NOTIFY``)."""
+        engine: AsyncEngine = self.svc.sessions.kw["bind"]
+        self._listening = await engine.connect()
+        raw = await self._listening.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.add_listener(channel, lambda *_: self._tail_wake.set())
+
+    async def _tail_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.tail_interval):
+                    await self._tail_wake.wait()
+            self._tail_wake.clear()
+            try:
+                await self.delivery.tail()
+            except Exception:
+                log.exception("tail failed; will retry")
 
     async def stop(self) -> None:
         for job in self._jobs:
@@ -84,6 +107,8 @@ class Realtime:
         for job in self._jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
+        if self._listening is not None:
+            await self._listening.close()
         await self.hub.shutdown()
         await self.delivery.close()
         await self.presence.close()

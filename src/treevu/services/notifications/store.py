@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple, Protocol
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
@@ -115,8 +115,10 @@ class NotificationStore:
         publisher: Publisher | None = None,
         *,
         max_batch: int = 5000,
+        notify_channel: str | None = None,
     ) -> None:
         self._sessions = sessions
+        self._notify_channel = notify_channel
         self.cipher = cipher
         self._clock = clock
         self._publisher = publisher
@@ -367,6 +369,12 @@ class NotificationStore:
             ids.extend(sorted(int(i) for i in result.scalars()))
         if len(ids) != len(rows):
             raise RuntimeError(f"inserted {len(rows)} notifications but got {len(ids)} ids")
+        if self._notify_channel is not None:
+            # PostgreSQL holds the NOTIFY until this transaction commits, and drops it on
+            # rollback: listening servers hear of exactly the committed rows.
+            await session.execute(
+                text("SELECT pg_notify(:channel, '')"), {"channel": self._notify_channel}
+            )
         return ids
 
     async def _writes_for(self, session: AsyncSession) -> tuple[QueueWrites, AsyncConnection]:
