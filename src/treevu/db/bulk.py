@@ -16,7 +16,18 @@ from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Column, Connection, Dialect, MetaData, Table, bindparam, insert, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Dialect,
+    Engine,
+    MetaData,
+    Table,
+    bindparam,
+    insert,
+    update,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.types import NullType
 
 from treevu.db.engagement import AuditLog
@@ -171,6 +182,60 @@ def _chunks(
     """Rows of ``columns`` in slices of ``size``, each with its first row's index."""
     for start in range(0, total, size):
         yield start, zip(*(c[start : start + size] for c in columns), strict=True)
+
+
+def upsert_select(
+    conn: Connection, table: str, columns: Sequence[str], select_sql: str, key: str
+) -> str:
+    """``INSERT INTO table (columns) SELECT …`` that updates every column but ``key`` when a
+    row with that key exists (the first column is the key)."""
+    head = f"INSERT INTO {table} ({', '.join(columns)}) {select_sql}"
+    updated = [c for c in columns if c != key]
+    if conn.dialect.name == "mysql":
+        sets = ", ".join(f"{c} = VALUES({c})" for c in updated)
+        return f"{head} ON DUPLICATE KEY UPDATE {sets}"
+    sets = ", ".join(f"{c} = excluded.{c}" for c in updated)
+    # A WHERE clause tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+    return f"{head} WHERE 1 = 1 ON CONFLICT ({key}) DO UPDATE SET {sets}"
+
+
+def upsert_row(table: Table, values: dict[str, Any], key: str, dialect: Dialect) -> Any:
+    """An ``INSERT`` of one row that updates the row with the same ``key`` instead."""
+    statement: Any = {
+        "mysql": mysql.insert,
+        "postgresql": postgresql.insert,
+        "sqlite": sqlite.insert,
+    }[dialect.name](table).values(values)
+    update = {k: v for k, v in values.items() if k != key}
+    if dialect.name == "mysql":
+        return statement.on_duplicate_key_update(**update)
+    return statement.on_conflict_do_update(index_elements=[key], set_=update)
+
+
+def after_explicit_ids(conn: Connection, table: str) -> None:
+    """PostgreSQL's sequence does not move past ids written explicitly; move it."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"
+        )
+
+
+def temp_tables_in_memory(conn: Connection) -> None:
+    """SQLite: temporary (staging) tables never need to reach the disk."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA temp_store = MEMORY")
+
+
+def refresh_statistics(engine: Engine, tables: Sequence[str]) -> bool:
+    """PostgreSQL: ``ANALYZE`` after a bulk write (planner statistics from before it lead
+    queries astray until autovacuum comes by). Other databases: nothing; returns whether it ran."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            f"ANALYZE {', '.join(tables)}"
+        )
+    return True
 
 
 def json_object(conn: Connection, pairs: Sequence[tuple[str, str]]) -> str:

@@ -11,14 +11,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import EmailStr, TypeAdapter, ValidationError
-from sqlalchemy import Engine, select, text
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import Engine, Table, select
 from sqlalchemy.orm import Session
 
 from treevu.db import EmployeeInputs, User
+from treevu.db.bulk import after_explicit_ids, upsert_row
 from treevu.db.users import ROLES
 from treevu.segmentation.engine import COUNT_INPUTS, INPUT_NAMES, InputError, validate_record
 from treevu.services.bounds import MAX_INT
@@ -160,12 +160,6 @@ def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowEr
     return rows, errors
 
 
-def _insert_for(engine: Engine) -> Any:
-    return {"mysql": mysql.insert, "postgresql": postgresql.insert, "sqlite": sqlite.insert}[
-        engine.dialect.name
-    ]
-
-
 def import_users(
     engine: Engine, lines: Iterable[str], *, skip_invalid: bool, now: datetime
 ) -> ImportReport:
@@ -200,7 +194,6 @@ def import_inputs(
                 errors.append(RowError(row["_line"], "userId", f"no user {row['userId']}"))
                 continue
             good.append(row)
-        insert = _insert_for(engine)
 
         def write() -> None:
             for row in good:
@@ -212,13 +205,8 @@ def import_inputs(
                 if not math.isnan(row["surveyScore"]):
                     values["surveyScore"] = row["surveyScore"]
                     values["surveyAt"] = now
-                stmt = insert(EmployeeInputs.__table__).values(values)
-                update = {k: v for k, v in values.items() if k != "userId"}
-                if engine.dialect.name == "mysql":
-                    stmt = stmt.on_duplicate_key_update(**update)
-                else:
-                    stmt = stmt.on_conflict_do_update(index_elements=["userId"], set_=update)
-                session.execute(stmt)
+                table = cast(Table, EmployeeInputs.__table__)
+                session.execute(upsert_row(table, values, "userId", engine.dialect))
 
         report = _apply(errors, skip_invalid, len(good), write)
         report.user_ids = sorted({int(row["userId"]) for row in good})
@@ -251,10 +239,4 @@ def _write_users(session: Session, rows: list[dict[str, Any]], now: datetime) ->
 
 
 def _sync_user_ids(session: Session) -> None:
-    """PostgreSQL's sequence does not move past ids written explicitly; move it."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text(
-                "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT MAX(id) FROM users))"
-            )
-        )
+    after_explicit_ids(session.connection(), "users")

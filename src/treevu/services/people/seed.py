@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Engine
 
-from treevu.db.bulk import copy_rows, db_timestamp, placeholder
+from treevu.db.bulk import after_explicit_ids, copy_rows, db_timestamp, placeholder
 from treevu.population import DEPARTMENTS, ROLES, Population
 from treevu.segmentation.engine import INPUT_NAMES
 
@@ -68,11 +68,7 @@ def write_population(
                 cur.execute(f"DELETE FROM users WHERE id BETWEEN {p} AND {p}", (lo, hi))
             _insert(conn, cur, "users", USER_COLUMNS, users, progress)
             _insert(conn, cur, "employee_inputs", INPUT_COLUMNS, inputs, progress)
-            if conn.dialect.name == "postgresql":
-                cur.execute(
-                    "SELECT setval(pg_get_serial_sequence('users', 'id'), "
-                    "(SELECT MAX(id) FROM users))"
-                )
+            after_explicit_ids(conn, "users")
         finally:
             cur.close()
     return n
