@@ -46,6 +46,7 @@ from typing import Any, Final
 
 import numpy as np
 import sqlalchemy
+from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, create_engine, delete, pool, select, text, update
@@ -329,7 +330,9 @@ def run_case(backend: str, users: int, *, calls: int, repeat: int) -> Case:
         case.status = "unavailable"
         return case
     with throwaway_database(backend) as url:
-        settings = Settings(database_url=url, stats_cache_seconds=3600)
+        # The services include the notification store, which needs a key (any will do here).
+        key = Fernet.generate_key().decode()
+        settings = Settings(database_url=url, stats_cache_seconds=3600, encryption_key=key)
         upgrade(settings.sync_database_url)
         async_engine, bulk = make_engines(settings)
         async_engine.sync_engine.dispose()
