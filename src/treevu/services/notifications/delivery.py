@@ -339,8 +339,11 @@ class Delivery:
         last look to their users connected here; returns how many were offered.
 
         Without Redis nobody publishes those rows to this process. One indexed ``MAX(id)``
-        per look; the rows themselves are read only when ids appeared that this process did
-        not store. A row committed after a newer one was looked at is left to the sweep.
+        per look; when ids appeared that this process did not store, their ``(id, userId)``
+        are read, and whole rows only for those still not known as this process's own once
+        that read returns (the store announces its ids just after its commit, so a look that
+        falls in between would otherwise take them for foreign). A row committed after a
+        newer one was looked at is left to the sweep.
         """
         async with self._sessions() as session:
             newest = int(await session.scalar(select(func.max(NotificationQueue.id))) or 0)
@@ -350,25 +353,33 @@ class Delivery:
             low = self._watermark
             if newest <= low:
                 return 0
-            local = self._local_ids
-            mine = sum(1 for nid in local if low < nid <= newest)
+            mine = sum(1 for nid in self._local_ids if low < nid <= newest)
             rows: list[NotificationQueue] = []
             if mine < newest - low and self.hub.connection_count:
-                rows = [
-                    row
-                    for row in await session.scalars(
-                        select(NotificationQueue)
-                        .where(
+                pairs = (
+                    await session.execute(
+                        select(NotificationQueue.id, NotificationQueue.user_id).where(
                             NotificationQueue.id > low,
                             NotificationQueue.id <= newest,
                             NotificationQueue.status == "pending",
                         )
-                        .order_by(NotificationQueue.id)
                     )
-                    if row.id not in local and self.hub.is_connected(row.user_id)
-                ]
+                ).all()
+                foreign = sorted(
+                    int(nid)
+                    for nid, uid in pairs
+                    if nid not in self._local_ids and self.hub.is_connected(uid)
+                )
+                for start in range(0, len(foreign), 1000):
+                    rows.extend(
+                        await session.scalars(
+                            select(NotificationQueue)
+                            .where(NotificationQueue.id.in_(foreign[start : start + 1000]))
+                            .order_by(NotificationQueue.id)
+                        )
+                    )
         self._watermark = newest
-        self._local_ids = {nid for nid in local if nid > newest}
+        self._local_ids = {nid for nid in self._local_ids if nid > newest}
         offered = 0
         for row in rows:
             offered += self.hub.deliver(row.user_id, self.outgoing(row))
