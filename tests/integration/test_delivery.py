@@ -57,7 +57,7 @@ class Side:
         self.delivery = Delivery(sessions, cipher, self.hub, Metrics(), clock)
         self.store = NotificationStore(sessions, cipher, clock)  # publishes to no one
         self.other = NotificationStore(sessions, cipher, clock)  # "another process"
-        self.store.listeners.append(self.delivery.stored_here)
+        self.store.id_watchers.append(self.delivery)
 
 
 @pytest.fixture
@@ -103,6 +103,22 @@ async def test_tail_offers_what_other_processes_stored_and_skips_its_own(side: S
     await asyncio.sleep(0.01)
     assert alice.ids() == [theirs[0]] and bob.ids() == [theirs[1]]
     assert mine.ids[0] not in alice.ids()
+
+
+async def test_ids_of_a_rolled_back_write_are_not_taken_for_this_processs_own(side: Side) -> None:
+    """SQLite gives a rolled-back rowid to the next insert, maybe another process's."""
+    alice = Socket()
+    side.hub.connect(2, float("inf"), alice).end_replay()
+    keyed = CreateRequest([NewNotification(3, "milestone", "once", "…")], 1, "once")
+    first = await side.store.create(keyed)
+    await side.delivery.tail()
+    # Written, then rolled back when the key turns out to be taken: a replay.
+    assert (await side.store.create(keyed)).replayed
+    (theirs,) = (await side.other.create(note(2, "from elsewhere"))).ids
+    assert theirs == first.ids[0] + 1  # the rolled-back id, given to the other process
+    assert await side.delivery.tail() == 1
+    await asyncio.sleep(0.01)
+    assert alice.ids() == [theirs]
 
 
 async def test_sent_marks_survive_a_failed_flush(side: Side, tmp_path: Path) -> None:

@@ -123,7 +123,12 @@ class OutboxRelay:
                     log.warning("no handler for %d outbox event(s) of kind %r", len(of_kind), kind)
                     continue
                 items.extend(await handler(session, of_kind))
-            stored = await self._store.write(session, items, now)
-            await session.commit()
+            stored: list[int] = []
+            try:
+                stored = await self._store.write(session, items, now)
+                await session.commit()
+            except BaseException:
+                self._store.abandoned(stored)
+                raise
         await self._store.published(items, stored, now)
         return len(ids)

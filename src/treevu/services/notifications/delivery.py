@@ -27,7 +27,7 @@ from treevu.notifications.crypto import DataCipher
 from treevu.notifications.hub import Connection, Hub, Outgoing
 from treevu.notifications.metrics import Metrics
 from treevu.notifications.wire import UNACKED, UNREAD, frame, notification
-from treevu.services.notifications.store import Clock, NewNotification
+from treevu.services.notifications.store import Clock
 
 log = logging.getLogger(__name__)
 
@@ -329,21 +329,24 @@ class Delivery:
 
     # -- rows committed by other processes ------------------------------------------------------
 
-    def stored_here(self, items: Sequence[NewNotification], ids: Sequence[int]) -> None:
-        """The store of this process committed ``ids`` (and published them itself)."""
+    def writing(self, ids: Sequence[int]) -> None:
+        """The store of this process is writing ``ids`` (and will publish them itself)."""
         if self._watermark is not None:
             self._local_ids.update(ids)
+
+    def abandoned(self, ids: Sequence[int]) -> None:
+        """Those ids were rolled back (SQLite may give them to another process's rows)."""
+        self._local_ids.difference_update(ids)
 
     async def tail(self) -> int:
         """Offer the pending rows that other processes (the CLI, a job) committed since the
         last look to their users connected here; returns how many were offered.
 
         Without Redis nobody publishes those rows to this process. One indexed ``MAX(id)``
-        per look; when ids appeared that this process did not store, their ``(id, userId)``
-        are read, and whole rows only for those still not known as this process's own once
-        that read returns (the store announces its ids just after its commit, so a look that
-        falls in between would otherwise take them for foreign). A row committed after a
-        newer one was looked at is left to the sweep.
+        per look; when ids appeared that this process's store did not write (it tells
+        :meth:`writing` before its commit), their ``(id, userId)`` are read, and whole rows
+        only for those of users connected here. A row committed after a newer one was looked
+        at is left to the sweep.
         """
         async with self._sessions() as session:
             newest = int(await session.scalar(select(func.max(NotificationQueue.id))) or 0)

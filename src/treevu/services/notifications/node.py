@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -51,14 +52,9 @@ class Realtime:
         self._tail_wake = asyncio.Event()
         self._listening: AsyncConnection | None = None
 
-    def _stored(self, items: Any, ids: Any) -> None:
-        counts: dict[str, int] = {}
-        for n in items:
-            assert isinstance(n, NewNotification)
-            counts[n.type] = counts.get(n.type, 0) + 1
-        for type_, count in counts.items():
+    def _stored(self, items: Sequence[NewNotification], ids: Sequence[int]) -> None:
+        for type_, count in Counter(n.type for n in items).items():
             self.metrics.created.labels(type_).inc(count)
-        self.delivery.stored_here(items, ids)
 
     async def start(self) -> None:
         svc, s = self.svc, self.settings
@@ -66,6 +62,7 @@ class Realtime:
         await self.delivery.start()
         await self.presence.start()
         svc.store.listeners.append(self._stored)
+        svc.store.id_watchers.append(self.delivery)
         self._jobs = [
             asyncio.create_task(self._every(s.heartbeat_interval, self.heartbeat), name="hb"),
             asyncio.create_task(self._every(s.sweep_interval, self.sweep), name="sweep"),
@@ -114,6 +111,8 @@ class Realtime:
         await self.presence.close()
         with contextlib.suppress(ValueError):
             self.svc.store.listeners.remove(self._stored)
+        with contextlib.suppress(ValueError):
+            self.svc.store.id_watchers.remove(self.delivery)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:

@@ -85,6 +85,15 @@ Clock = Callable[[], datetime]
 CommitListener = Callable[[Sequence[NewNotification], Sequence[int]], None]
 
 
+class IdWatcher(Protocol):
+    """Told of the ids this store is writing before their transaction commits (so that a
+    reader of the table never takes them for another process's), and of those it gave up."""
+
+    def writing(self, ids: Sequence[int]) -> None: ...
+
+    def abandoned(self, ids: Sequence[int]) -> None: ...
+
+
 @dataclass(slots=True)
 class _Waiting:
     request: CreateRequest
@@ -128,8 +137,9 @@ class NotificationStore:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._writes: QueueWrites | None = None
-        #: Called after each commit with what was stored (the server counts and tracks them).
+        #: Called after each commit with what was stored (the server counts them).
         self.listeners: list[CommitListener] = []
+        self.id_watchers: list[IdWatcher] = []
 
     async def start(self) -> None:
         self._closing = False
@@ -243,6 +253,7 @@ class NotificationStore:
         """
         now = self._clock()
         items = [n for r in requests for n in r.items]
+        ids: list[int] = []
         try:
             async with self._sessions() as session:
                 ids = await self.write(session, items, now)
@@ -255,7 +266,10 @@ class NotificationStore:
                     await self._remember(session, r, mine, now)
                 await session.commit()
             crash_point("store.committed")
-        except IntegrityError:
+        except BaseException as exc:
+            self.abandoned(ids)
+            if not isinstance(exc, IntegrityError):
+                raise
             if len(requests) != 1 or requests[0].idempotency_key is None:
                 raise
             first = await self._first_ids(requests[0])
@@ -333,7 +347,8 @@ class NotificationStore:
     ) -> list[int]:
         """Insert ``items`` in ``session``'s transaction; ids in ``items`` order.
 
-        The caller commits, then calls :meth:`published`. One multi-row ``INSERT … RETURNING
+        The caller commits, then calls :meth:`published` — or, when its transaction does not
+        commit, :meth:`abandoned`. One multi-row ``INSERT … RETURNING
         id`` per 1,000 rows; ``data`` is sealed and converted to JSON once per distinct dict
         (a broadcast shares one). The ids are sorted rather than matched row by row
         (``sort_by_parameter_order``, which SQLite can only honour one row per statement, ten
@@ -369,6 +384,8 @@ class NotificationStore:
             ids.extend(sorted(int(i) for i in result.scalars()))
         if len(ids) != len(rows):
             raise RuntimeError(f"inserted {len(rows)} notifications but got {len(ids)} ids")
+        for watcher in self.id_watchers:
+            watcher.writing(ids)
         if self._notify_channel is not None:
             # PostgreSQL holds the NOTIFY until this transaction commits, and drops it on
             # rollback: listening servers hear of exactly the committed rows.
@@ -382,6 +399,12 @@ class NotificationStore:
         if self._writes is None:
             self._writes = QueueWrites.for_dialect(connection.dialect)
         return self._writes, connection
+
+    def abandoned(self, ids: Sequence[int]) -> None:
+        """``ids`` from :meth:`write` whose transaction did not commit."""
+        if ids:
+            for watcher in self.id_watchers:
+                watcher.abandoned(ids)
 
     async def published(
         self, items: Sequence[NewNotification], ids: Sequence[int], now: datetime
