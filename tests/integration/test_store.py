@@ -232,3 +232,18 @@ def test_data_a_database_would_refuse_is_refused_at_the_boundary() -> None:
             CreateNotification.model_validate({**base, **bad})
     with pytest.raises(ValidationError, match="nested deeper"):
         Broadcast.model_validate({**base, "userIds": [USER], "data": nested(40)})
+
+
+async def test_the_store_itself_refuses_what_a_database_would(
+    two: tuple[Services, Services, Heard, Clock],
+) -> None:
+    """Every way in (the CLI, the relay, jobs) meets the same limits as the API."""
+    first, _, _, _ = two
+    shared = nested(20)
+    with pytest.raises(ValueError, match="nested deeper than 16"):
+        await first.store.create(CreateRequest([item(f"deep {k}", data=shared) for k in range(3)]))
+    with pytest.raises(ValueError, match="message: must not contain a NUL"):
+        await first.store.create(
+            CreateRequest([NewNotification(USER, "milestone", "ok", "bad\x00message")])
+        )
+    assert await count(first, NotificationQueue, NotificationQueue.title.like("deep %")) == 0

@@ -106,11 +106,19 @@ class _Waiting:
 
 
 def validate(items: Sequence[NewNotification]) -> None:
-    """What the databases would refuse, refused first (ValueError naming the field)."""
+    """What the databases would refuse, refused first (ValueError naming the field).
+
+    Each distinct text and ``data`` object is checked once: a broadcast shares them.
+    """
+    seen: set[int] = set()
     for n in items:
-        check_text("title", n.title)
-        check_text("message", n.message)
-        check_data(n.data)
+        for value in (n.title, n.message, n.data):
+            if id(value) not in seen:
+                seen.add(id(value))
+                if isinstance(value, str):
+                    check_text("title" if value is n.title else "message", value)
+                else:
+                    check_data(value)
 
 
 class NotificationStore:
