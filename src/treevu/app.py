@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 
 from treevu import __version__
 from treevu.api.errors import install_error_handlers
+from treevu.api.http_protocol import TreevuHttpProtocol
 from treevu.api.rest import router as rest_router
 from treevu.api.trpc import router as trpc_router
 from treevu.api.ws import WS_PATH, websocket_endpoint
@@ -123,12 +124,17 @@ class TreevuApp(FastAPI):
 
 
 def ws_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's WebSocket options for this app (``treevu serve`` and the tests use them)."""
-    return uvicorn_ws_options(
-        max_message_bytes=settings.max_message_bytes,
-        compression=settings.ws_compression,
-        heartbeat_interval=settings.heartbeat_interval,
-    )
+    """uvicorn's protocol options for this app (``treevu serve`` and the tests use them): the
+    tuned WebSocket protocol, and HTTP with a header timeout."""
+    TreevuHttpProtocol.header_timeout = settings.header_timeout
+    return {
+        **uvicorn_ws_options(
+            max_message_bytes=settings.max_message_bytes,
+            compression=settings.ws_compression,
+            heartbeat_interval=settings.heartbeat_interval,
+        ),
+        "http": TreevuHttpProtocol,
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -160,6 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="Real-time notifications and financial-wellness segmentation.",
+        # Bodies over the limit are refused with 413 while they are read, not after.
+        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(rest_router)

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     ws_compression: bool = True
     replay_bound: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    #: Largest HTTP request body (413 beyond it).
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    #: Seconds a connection has to finish its request headers before it is closed.
+    header_timeout: float = Field(default=10.0, gt=0)
     allowed_origins: Annotated[list[str], NoDecode] = []
     ws_messages_per_minute: int = Field(default=100, ge=1)
     admin_notifications_per_minute: int = Field(default=1000, ge=1)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from treevu.services.errors import ServiceError
 
@@ -36,14 +40,39 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+#: The most of a refused input a 422 repeats back (a 10 MB body is not echoed).
+EXCERPT_CHARS = 200
+
+
+def _excerpt(value: Any) -> Any:
+    """``value``, or the start of its JSON text when that is longer than ``EXCERPT_CHARS``."""
+    text = json.dumps(value, default=str)
+    if len(text) <= EXCERPT_CHARS:
+        return value
+    return text[:EXCERPT_CHARS] + f"… ({len(text):,} characters)"
+
+
 def validation_error_response(exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's standard 422, with non-finite numbers in it spelled as text.
+    """FastAPI's standard 422, with the refused input cut to an excerpt and non-finite
+    numbers spelled as text.
 
     Python's JSON parser accepts ``NaN`` and ``Infinity``; echoed back as they are, they cannot
     be rendered as JSON and the 422 would become a 500.
     """
-    detail = _json_safe(jsonable_encoder(exc.errors()))
-    return JSONResponse(status_code=422, content={"detail": detail})
+    errors = _json_safe(jsonable_encoder(exc.errors()))
+    for error in errors:
+        if isinstance(error, dict) and "input" in error:
+            error["input"] = _excerpt(error["input"])
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's answer, but a body nested too deep to parse is a 422 naming the limit."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        detail = [{"type": "json_invalid", "loc": ["body"], "msg": "JSON nested too deeply"}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+    return await http_exception_handler(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -55,5 +84,6 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return validation_error_response(exc)
 
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -20,7 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from treevu import jsonbound
 from treevu.api.deps import authenticate
+from treevu.jsonbound import TooDeep
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError
 from treevu.services.notifications import inbox as N
@@ -96,6 +98,7 @@ JSONRPC_CODES = {
     "NOT_FOUND": -32004,
     "METHOD_NOT_SUPPORTED": -32005,
     "CONFLICT": -32009,
+    "UNPROCESSABLE_CONTENT": -32022,
     "TOO_MANY_REQUESTS": -32029,
 }
 HTTP_STATUS = {
@@ -107,6 +110,7 @@ HTTP_STATUS = {
     "NOT_FOUND": 404,
     "METHOD_NOT_SUPPORTED": 405,
     "CONFLICT": 409,
+    "UNPROCESSABLE_CONTENT": 422,
     "TOO_MANY_REQUESTS": 429,
 }
 
@@ -216,13 +220,17 @@ async def _parse_inputs(request: Request, batch: bool, count: int) -> list[Any]:
     if request.method == "GET":
         raw = request.query_params.get("input")
         try:
-            decoded = None if raw in (None, "", "undefined") else json.loads(raw)
+            decoded = None if raw in (None, "", "undefined") else jsonbound.loads(raw)
+        except TooDeep as exc:
+            raise TrpcError("UNPROCESSABLE_CONTENT", f"input: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise TrpcError("PARSE_ERROR", f"input: not valid JSON ({exc.msg})") from exc
     else:
         body = await request.body()
         try:
-            decoded = json.loads(body) if body.strip() else None
+            decoded = jsonbound.loads(body) if body.strip() else None
+        except TooDeep as exc:
+            raise TrpcError("UNPROCESSABLE_CONTENT", f"body: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise TrpcError("PARSE_ERROR", f"body: not valid JSON ({exc.msg})") from exc
     if not batch:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from treevu import jsonbound
 from treevu.db import User
+from treevu.jsonbound import TooDeep
 from treevu.notifications.hub import (
     CLOSE_EXPIRED,
     CLOSE_RATE_LIMITED,
@@ -130,7 +131,9 @@ class SessionServer:
         if raw is None:
             raise Closed(CLOSE_UNAUTHENTICATED, "closed before auth")
         try:
-            msg = json.loads(raw)
+            msg = jsonbound.loads(raw)
+        except TooDeep as exc:
+            raise Closed(CLOSE_UNAUTHENTICATED, f"first message: {exc}") from None
         except (ValueError, TypeError):
             raise Closed(CLOSE_UNAUTHENTICATED, "first message must be auth JSON") from None
         if not isinstance(msg, dict) or msg.get("type") != "auth":
@@ -210,9 +213,14 @@ class SessionServer:
             if raw is None or conn.closed:
                 return
             msg: Any = None
+            not_json = "message is not JSON"
             if isinstance(raw, str):
-                with contextlib.suppress(ValueError):
-                    msg = json.loads(raw)
+                try:
+                    msg = jsonbound.loads(raw)
+                except TooDeep as exc:
+                    not_json = str(exc)
+                except ValueError:
+                    pass
             # Acknowledging what this session was sent is not charged: a replay of up to
             # replay_bound (500) notifications must not trip the 100-a-minute limit.
             if not _acks_sent(conn, msg) and not await self.svc.limits.ws_message(actor.user_id):
@@ -221,7 +229,7 @@ class SessionServer:
                 conn.send_control(_error("binary_not_supported", "send JSON text frames"))
                 continue
             if msg is None and raw.strip() != "null":
-                conn.send_control(_error("invalid_json", "message is not JSON"))
+                conn.send_control(_error("invalid_json", not_json))
                 continue
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                 conn.send_control(_error("invalid_message", "expected an object with a type"))
