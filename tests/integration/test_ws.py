@@ -323,6 +323,11 @@ async def test_resume_recovered_true_in_order_and_false_past_the_bound(db: Datab
     with serving(db, replay_bound=3) as server:
         ids = [notify(server, db, ALICE, title=f"n{i}")["id"] for i in range(5)]
         token = token_for(db, ALICE)
+        read = httpx.post(
+            f"{server.url}/api/v1/notifications/{ids[0]}/read",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert read.status_code == 200  # so that no older one waits unacknowledged
         ws = await connect(server, token, query=f"?lastId={ids[1]}")
         assert (await recv(ws))["type"] == "welcome"
         resumed = await recv(ws)
@@ -337,6 +342,25 @@ async def test_resume_recovered_true_in_order_and_false_past_the_bound(db: Datab
         assert await recv(ws) == {"type": "resumed", "recovered": False}
         with pytest.raises(TimeoutError):
             await recv_type(ws, "notification", timeout=0.7)  # never a partial replay
+        await ws.close()
+
+
+async def test_resume_sends_older_unacknowledged_ones_but_never_the_last_id(
+    db: Database,
+) -> None:
+    """A client that got n2 but never n0 (ids out of order across nodes) and resumes from n2
+    is sent n0 and n3 — and never n1 (its lastId), even though n1 is still pending."""
+    with serving(db) as server:
+        n0, n1, n2, n3 = (notify(server, db, ALICE, title=f"n{i}")["id"] for i in range(4))
+        token = token_for(db, ALICE)
+        ws = await connect(server, token, query=f"?lastId={n1}")
+        assert (await recv(ws))["type"] == "welcome"
+        assert await recv(ws) == {"type": "resumed", "recovered": True, "count": 3}
+        got = [(await recv_type(ws, "notification"))["notification"]["id"] for _ in range(3)]
+        assert got == [n0, n2, n3]
+        await asyncio.sleep(1)  # several pending sweeps pass; n1 is still pending
+        last = notify(server, db, ALICE, title="sentinel")["id"]
+        assert (await recv_type(ws, "notification"))["notification"]["id"] == last
         await ws.close()
 
 

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 CHANNEL = "treevu:notifications"
 
 
+class BrokerUnavailable(ConnectionError):
+    """The broker cannot carry this publish now; the database still has every row."""
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """``notify``: ``text`` is the wire frame of notification ``notification_id``;
@@ -115,15 +119,10 @@ class RedisBroker:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
                     self._subscribed.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        try:
-                            batch = [Envelope.from_list(x) for x in json.loads(message["data"])]
-                        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-                            log.warning("dropping a malformed broker message: %s", exc)
-                            continue
-                        await _hand_over(receiver, batch)
+                    try:
+                        await self._relay(pubsub, receiver)
+                    finally:
+                        self._subscribed.clear()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -131,10 +130,28 @@ class RedisBroker:
                 log.exception("redis broker connection lost; resubscribing")
                 await asyncio.sleep(0.5)
 
+    async def _relay(self, pubsub: Any, receiver: Receiver) -> None:
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            try:
+                batch = [Envelope.from_list(x) for x in json.loads(message["data"])]
+            except (ValueError, TypeError, KeyError, OverflowError) as exc:
+                log.warning("dropping a malformed broker message: %s", exc)
+                continue
+            await _hand_over(receiver, batch)
+
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        if envelopes:
-            payload = json.dumps([e.to_list() for e in envelopes], separators=(",", ":"))
-            await self._redis.publish(self._channel, payload)
+        """Publish — but not while this node's own subscription is down: after an outage a
+        node resubscribes before it publishes again, and meanwhile it raises at once (the
+        caller's rows are committed; the pending sweep delivers them) rather than wait. A
+        publish-only broker (the CLI's) never subscribes and always publishes."""
+        if not envelopes:
+            return
+        if self._task is not None and not self._subscribed.is_set():
+            raise BrokerUnavailable("not subscribed to the broker; the sweep will deliver")
+        payload = json.dumps([e.to_list() for e in envelopes], separators=(",", ":"))
+        await self._redis.publish(self._channel, payload)
 
     async def close(self) -> None:
         if self._task is not None:

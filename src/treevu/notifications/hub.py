@@ -133,6 +133,10 @@ class Connection:
     def already_sent(self, notification_id: int) -> bool:
         return notification_id in self._sent_ids
 
+    def client_has(self, notification_id: int) -> None:
+        """The client said it has this one (its resume ``lastId``): never send it again."""
+        self._sent_ids.add(notification_id)
+
     def _offer_now(self, frame: Outgoing) -> None:
         nid = frame.notification_id
         if nid is not None:

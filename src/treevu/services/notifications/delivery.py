@@ -200,10 +200,14 @@ class Delivery:
             )
         return int(newest or 0)
 
-    async def unacknowledged(self, user_id: int) -> list[Outgoing]:
-        return await self._frames(
-            NotificationQueue.user_id == user_id, NotificationQueue.status.in_(UNACKED)
-        )
+    async def unacknowledged(
+        self, user_id: int, *, before: int | None = None, limit: int | None = None
+    ) -> list[Outgoing]:
+        """The user's notifications still ``pending`` or ``sent`` (ids under ``before``)."""
+        where = [NotificationQueue.user_id == user_id, NotificationQueue.status.in_(UNACKED)]
+        if before is not None:
+            where.append(NotificationQueue.id < before)
+        return await self._frames(*where, limit=limit)
 
     async def after(self, user_id: int, last_id: int, bound: int) -> list[Outgoing] | None:
         """Everything after ``last_id`` in id order, or None when more than ``bound`` missed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -23,6 +24,8 @@ from treevu.services.notifications.preferences import (
 )
 from treevu.services.notifications.store import AuditEntry, CreateRequest, NewNotification
 from treevu.services.segmentation.queries import decode_cursor, page_cursor
+
+log = logging.getLogger(__name__)
 
 
 class Model(BaseModel):
@@ -157,8 +160,13 @@ async def get_history(svc: Services, actor: Actor, inp: HistoryInput) -> History
 
 
 async def _publish_unread(svc: Services, user_id: int) -> int:
+    """Tell the user's other sockets the new count. The change is committed: a broker that
+    cannot carry the news must not make it an error (the next notification corrects them)."""
     count = await unread_count(svc.sessions, user_id)
-    await svc.broker.publish([Envelope("unread", user_id, count=count)])
+    try:
+        await svc.broker.publish([Envelope("unread", user_id, count=count)])
+    except Exception as exc:
+        log.warning("could not publish the unread count of user %s: %s", user_id, exc)
     return count
 
 

@@ -198,11 +198,22 @@ class SessionServer:
                 self.presence.disconnected(conn.connection_id)
 
     async def _resume(self, conn: Connection, last_id: int) -> None:
-        frames = await self.delivery.after(conn.user_id, last_id, self.settings.replay_bound)
-        if frames is None:
+        """``resumed``, then every notification after ``last_id`` and every older one not yet
+        acknowledged, in id order — never ``last_id`` itself, never one this session was sent.
+
+        The older unacknowledged ones are what a client can miss when ids reach it out of
+        order (two nodes, a broker outage healed by the sweep): it resumes from a newer id
+        than one it never got. More than the replay bound: ``recovered: false``.
+        """
+        conn.client_has(last_id)
+        bound = self.settings.replay_bound
+        after = await self.delivery.after(conn.user_id, last_id, bound)
+        older = await self.delivery.unacknowledged(conn.user_id, before=last_id, limit=bound + 1)
+        if after is None or len(after) + len(older) > bound:
             conn.skip_through(await self.delivery.newest_id(conn.user_id))
             conn.send_control({"type": "resumed", "recovered": False})
             return
+        frames = sorted(older + after, key=lambda f: f.notification_id or 0)
         fresh = [f for f in frames if not conn.already_sent(f.notification_id or 0)]
         conn.send_control({"type": "resumed", "recovered": True, "count": len(fresh)})
         conn.replay(fresh)

@@ -439,8 +439,8 @@ class NotificationStore:
             )
         try:
             await self._publisher.publish(envelopes)
-        except Exception:
-            log.exception("publish failed; the pending sweep will deliver these")
+        except Exception as exc:
+            log.warning("publish failed (%s); the pending sweep will deliver these", exc)
 
 
 def _is_deadlock(exc: DBAPIError) -> bool:

@@ -1,0 +1,136 @@
+"""Outages of Redis: a redis-server process of the test's own (never the machine's), killed with
+SIGKILL while a server and a client are up, then started again on the same port.
+
+Nothing that committed answers an error: creates, reads and clears succeed (rate limits count
+in the process, delivery falls back to the sweep), the socket stays open, and after Redis
+returns the node resubscribes and delivery goes through it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets
+
+from tests.conftest import Database, LiveServer, free_port, seed_and_score, token_for, unavailable
+
+ADMIN = 1
+USER = 2
+
+
+class RedisProcess:
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("redis-server (the binary)")
+        self.binary = str(binary)
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        while True:
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("redis-server did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    process = RedisProcess(tmp_path)
+    process.start()
+    yield process
+    process.kill()
+
+
+def create(live: LiveServer, db: Database, title: str) -> httpx.Response:
+    return httpx.post(
+        live.url + "/api/v1/admin/notifications",
+        json={"userId": USER, "type": "milestone", "title": title, "message": "…"},
+        headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"},
+        timeout=10,
+    )
+
+
+async def next_of(ws: Any, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            message: dict[str, Any] = json.loads(await ws.recv())
+            if message["type"] == kind:
+                return message
+
+
+async def until_ready(live: LiveServer) -> None:
+    async with asyncio.timeout(15), httpx.AsyncClient() as http:
+        while (await http.get(live.url + "/readyz")).status_code != 200:
+            await asyncio.sleep(0.1)
+
+
+async def test_a_redis_outage_turns_nothing_committed_into_an_error(
+    sqlite_database: Database, own_redis: RedisProcess
+) -> None:
+    db = sqlite_database
+    seed_and_score(db, n_users=20)
+    settings = db.settings(redis_url=own_redis.url, sweep_interval=0.3)
+    user = {"Authorization": f"Bearer {token_for(db, USER)}"}
+    with LiveServer(settings) as live:
+        url = f"ws://127.0.0.1:{live.port}/ws"
+        async with websockets.connect(url, additional_headers=user) as ws:
+            await next_of(ws, "welcome")
+            before = create(live, db, "before").json()["id"]
+            assert (await next_of(ws, "notification"))["notification"]["id"] == before
+
+            own_redis.kill()
+            during = create(live, db, "during")
+            assert during.status_code == 201, during.text  # limits count in the process
+            got = await next_of(ws, "notification")  # through the sweep
+            assert got["notification"]["id"] == during.json()["id"]
+            read = httpx.post(f"{live.url}/api/v1/notifications/{before}/read", headers=user)
+            assert read.status_code == 200, read.text
+            await ws.send(json.dumps({"type": "pong"}))
+            await ws.send(json.dumps({"type": "mark_read", "id": got["notification"]["id"]}))
+            await ws.send(json.dumps({"type": "resume", "lastId": 0}))
+            assert (await next_of(ws, "resumed"))["recovered"] is True  # still open
+            cleared = httpx.post(f"{live.url}/api/v1/notifications/clear", headers=user)
+            assert cleared.status_code == 200, cleared.text
+            assert httpx.get(live.url + "/readyz").status_code == 503
+
+            own_redis.start()  # same port
+            await until_ready(live)
+            after = create(live, db, "after")
+            assert after.status_code == 201
+            assert (await next_of(ws, "notification"))["notification"]["id"] == after.json()["id"]
