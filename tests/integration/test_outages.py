@@ -1,5 +1,5 @@
-"""Outages of Redis: a redis-server process of the test's own (never the machine's), killed with
-SIGKILL while a server and a client are up, then started again on the same port.
+"""Outages of Redis and of the database: a redis-server and a PostgreSQL of the test's own (never
+the machine's), killed with SIGKILL while a server and a client are up, then started again.
 
 Nothing that committed answers an error: creates, reads and clears succeed (rate limits count
 in the process, delivery falls back to the sweep), the socket stays open, and after Redis
@@ -9,10 +9,15 @@ returns the node resubscribes and delivery goes through it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +29,7 @@ import redis
 import websockets
 
 from tests.conftest import Database, LiveServer, free_port, seed_and_score, token_for, unavailable
+from treevu.db.migrate import upgrade
 
 ADMIN = 1
 USER = 2
@@ -134,3 +140,101 @@ async def test_a_redis_outage_turns_nothing_committed_into_an_error(
             after = create(live, db, "after")
             assert after.status_code == 201
             assert (await next_of(ws, "notification"))["notification"]["id"] == after.json()["id"]
+
+
+class PostgresProcess:
+    """A PostgreSQL server of the test's own: initdb into a temporary folder, then start,
+    SIGKILL (with its whole process group) and start again on the same port and data."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+        if not found:
+            unavailable("PostgreSQL's server binaries")
+        self.bin = Path(found[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="treevu-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None  # it refuses to run as root
+        if self.user:
+            shutil.chown(self.root, self.user)
+        self.root.chmod(0o755)
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+             "--no-sync"],
+            user=self.user, check=True, capture_output=True,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            self.process = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                user=self.user, start_new_session=True,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            while self.process.poll() is None and time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise AssertionError("postgres did not start")
+            time.sleep(0.2)  # the killed server's children are still leaving: try again
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresProcess]:
+    server = PostgresProcess()
+    server.start()
+    yield server
+    server.remove()
+
+
+async def test_with_the_database_down_requests_get_503_and_sockets_stay(
+    own_postgres: PostgresProcess,
+) -> None:
+    db = Database("postgresql", own_postgres.url)
+    upgrade(db.settings().sync_database_url)
+    seed_and_score(db, n_users=20)
+    user = {"Authorization": f"Bearer {token_for(db, USER)}"}
+    with LiveServer(db.settings(sweep_interval=0.3)) as live:
+        url = f"ws://127.0.0.1:{live.port}/ws"
+        async with websockets.connect(url, additional_headers=user) as ws:
+            await next_of(ws, "welcome")
+            first = create(live, db, "first").json()["id"]
+            assert (await next_of(ws, "notification"))["notification"]["id"] == first
+
+            own_postgres.kill()
+            refused = create(live, db, "while down")
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Retry-After"] == "5"
+            unread = httpx.get(live.url + "/trpc/websocket.getUnreadCount", headers=user)
+            assert unread.status_code == 503
+            assert unread.json()["error"]["data"]["code"] == "SERVICE_UNAVAILABLE"
+            await ws.send(json.dumps({"type": "mark_read", "id": first}))
+            error = await next_of(ws, "error")
+            assert error["code"] == "unavailable"
+
+            own_postgres.start()
+            await until_ready(live)
+            back = create(live, db, "back")
+            assert back.status_code == 201, back.text
+            # The same socket, still open, gets it.
+            assert (await next_of(ws, "notification"))["notification"]["id"] == back.json()["id"]

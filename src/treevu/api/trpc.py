@@ -24,7 +24,7 @@ from treevu import jsonbound
 from treevu.api.deps import authenticate
 from treevu.jsonbound import TooDeep
 from treevu.services.context import Actor, Services
-from treevu.services.errors import ServiceError
+from treevu.services.errors import ServiceError, database_unavailable
 from treevu.services.notifications import inbox as N
 from treevu.services.people import users as people
 from treevu.services.segmentation import queries as segmentation
@@ -100,6 +100,7 @@ JSONRPC_CODES = {
     "CONFLICT": -32009,
     "UNPROCESSABLE_CONTENT": -32022,
     "TOO_MANY_REQUESTS": -32029,
+    "SERVICE_UNAVAILABLE": -32603,
 }
 HTTP_STATUS = {
     "PARSE_ERROR": 400,
@@ -112,6 +113,7 @@ HTTP_STATUS = {
     "CONFLICT": 409,
     "UNPROCESSABLE_CONTENT": 422,
     "TOO_MANY_REQUESTS": 429,
+    "SERVICE_UNAVAILABLE": 503,
 }
 
 
@@ -191,9 +193,13 @@ async def _call(
     except TrpcError as exc:
         status, body = _error(exc, path)
         return status, body, exc.retry_after
-    except Exception:
+    except Exception as exc:
         # Like tRPC itself, answer in the envelope: a bare text/plain 500 would fail the whole
         # batch and leave the client with a body it cannot parse.
+        unavailable = database_unavailable(exc)
+        if unavailable is not None:
+            status, body = _error(TrpcError(unavailable.code, unavailable.message), path)
+            return status, body, unavailable.retry_after
         log.exception("tRPC procedure %s failed", path)
         status, body = _error(TrpcError.internal(), path)
         return status, body, None
@@ -210,7 +216,10 @@ async def _actor(request: Request) -> Actor | TrpcError | None:
         return await authenticate(request.app.state.services, request.app.state.verifier, token)
     except ServiceError as exc:
         return TrpcError(exc.code, exc.message, exc.retry_after)
-    except Exception:
+    except Exception as exc:
+        unavailable = database_unavailable(exc)
+        if unavailable is not None:
+            return TrpcError(unavailable.code, unavailable.message, unavailable.retry_after)
         log.exception("tRPC authentication failed")
         return TrpcError.internal()
 

@@ -6,6 +6,7 @@ from fastapi import WebSocket
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from treevu.notifications.hub import CLOSE_TRY_AGAIN_LATER
 from treevu.services.notifications.node import Realtime
 from treevu.services.notifications.session import Closed
 
@@ -70,7 +71,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         try:
             header_auth = await realtime.sessions.authenticate(token)
         except Closed as refused:
-            await _deny(ws, 401, refused.reason)
+            status = 503 if refused.code == CLOSE_TRY_AGAIN_LATER else 401
+            await _deny(ws, status, refused.reason)
             return
     await ws.accept()
     await realtime.sessions.serve(StarletteSocket(ws), header_auth=header_auth, last_id=last_id)

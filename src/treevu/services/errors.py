@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 ErrorCode = Literal[
     "BAD_REQUEST",
@@ -11,6 +14,7 @@ ErrorCode = Literal[
     "NOT_FOUND",
     "CONFLICT",
     "TOO_MANY_REQUESTS",
+    "SERVICE_UNAVAILABLE",
 ]
 HTTP_STATUS: dict[str, int] = {
     "BAD_REQUEST": 400,
@@ -19,7 +23,10 @@ HTTP_STATUS: dict[str, int] = {
     "NOT_FOUND": 404,
     "CONFLICT": 409,
     "TOO_MANY_REQUESTS": 429,
+    "SERVICE_UNAVAILABLE": 503,
 }
+#: Seconds a client is told to wait when the database does not answer.
+UNAVAILABLE_RETRY_AFTER: Final = 5
 
 
 class ServiceError(Exception):
@@ -52,3 +59,24 @@ def forbidden(message: str = "not allowed") -> ServiceError:
 
 def not_found(message: str) -> ServiceError:
     return ServiceError("NOT_FOUND", message)
+
+
+def database_unavailable(exc: BaseException) -> ServiceError | None:
+    """A 503 with ``Retry-After`` when ``exc`` means the database cannot be reached (refused,
+    lost, timed out, pool exhausted, or locked) rather than that a statement was wrong.
+
+    A refused connection can arrive as the driver's own ``ConnectionError`` (asyncpg's
+    reconnect under the pool's pre-ping is not wrapped by SQLAlchemy).
+    """
+    reachable_but_wrong = isinstance(exc, DBAPIError) and not isinstance(
+        exc, OperationalError | InterfaceError
+    )
+    if isinstance(exc, PoolTimeout | ConnectionError) or (
+        isinstance(exc, DBAPIError) and (exc.connection_invalidated or not reachable_but_wrong)
+    ):
+        return ServiceError(
+            "SERVICE_UNAVAILABLE",
+            "the database is not answering; retry shortly",
+            retry_after=UNAVAILABLE_RETRY_AFTER,
+        )
+    return None

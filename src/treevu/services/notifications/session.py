@@ -22,6 +22,7 @@ from treevu.jsonbound import TooDeep
 from treevu.notifications.hub import (
     CLOSE_EXPIRED,
     CLOSE_RATE_LIMITED,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHENTICATED,
     Connection,
     Hub,
@@ -29,7 +30,7 @@ from treevu.notifications.hub import (
 from treevu.notifications.metrics import Metrics
 from treevu.services.auth import AuthError, Claims, TokenVerifier
 from treevu.services.context import Actor, Services
-from treevu.services.errors import ServiceError
+from treevu.services.errors import ServiceError, database_unavailable
 from treevu.services.notifications import inbox as inbox_ops
 from treevu.services.notifications.delivery import Delivery
 from treevu.services.notifications.presence import Presence
@@ -115,8 +116,11 @@ class SessionServer:
         except AuthError as exc:
             code = CLOSE_EXPIRED if exc.reason == "expired" else CLOSE_UNAUTHENTICATED
             raise Closed(code, exc.message) from exc
-        async with self.svc.sessions() as session:
-            user = await session.get(User, claims.user_id)
+        try:
+            async with self.svc.sessions() as session:
+                user = await session.get(User, claims.user_id)
+        except Exception as exc:
+            raise _unavailable_or(exc) from exc
         if user is None or not user.is_active:
             raise Closed(CLOSE_UNAUTHENTICATED, "unknown or inactive user")
         return Actor(user.id, user.role, user.manager_id), claims
@@ -168,19 +172,24 @@ class SessionServer:
             conn = self.hub.connect(actor.user_id, expires_at, _SocketTransport(socket))
             self.metrics.active_connections.inc()
             self.presence.connected(conn.connection_id, actor.user_id)
-            conn.send_control(
-                {
-                    "type": "welcome",
-                    "connectionId": conn.connection_id,
-                    "heartbeatInterval": _number(self.settings.heartbeat_interval),
-                    "unreadCount": await self.delivery.unread_count(actor.user_id),
-                }
-            )
-            if last_id is None:
-                conn.replay(await self.delivery.unacknowledged(actor.user_id))
-            else:
-                self.metrics.reconnections.inc()
-                await self._resume(conn, last_id)
+            try:
+                conn.send_control(
+                    {
+                        "type": "welcome",
+                        "connectionId": conn.connection_id,
+                        "heartbeatInterval": _number(self.settings.heartbeat_interval),
+                        "unreadCount": await self.delivery.unread_count(actor.user_id),
+                    }
+                )
+                if last_id is None:
+                    conn.replay(await self.delivery.unacknowledged(actor.user_id))
+                else:
+                    self.metrics.reconnections.inc()
+                    await self._resume(conn, last_id)
+            except Closed:
+                raise
+            except Exception as exc:
+                raise _unavailable_or(exc) from exc
             conn.end_replay()
             await self._receive_loop(socket, conn, actor)
         except Closed as closed:
@@ -251,6 +260,12 @@ class SessionServer:
                 conn.send_control(_error("invalid_field", str(exc)))
             except ServiceError as exc:
                 conn.send_control(_error(exc.code.lower(), exc.message))
+            except Exception as exc:
+                # The database is away: this message fails, the socket stays.
+                unavailable = database_unavailable(exc)
+                if unavailable is None:
+                    raise
+                conn.send_control(_error("unavailable", unavailable.message))
 
     async def _handle(self, conn: Connection, actor: Actor, msg: dict[str, Any]) -> None:
         kind = msg["type"]
@@ -297,3 +312,11 @@ class _SocketTransport:
 
 def _number(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
+
+
+def _unavailable_or(exc: Exception) -> Exception:
+    """Closed with 1013 (reconnect later) when the database is away; else ``exc`` itself."""
+    unavailable = database_unavailable(exc)
+    if unavailable is None:
+        return exc
+    return Closed(CLOSE_TRY_AGAIN_LATER, unavailable.message)
