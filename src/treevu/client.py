@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +28,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from treevu.notifications.hub import CLOSE_EXPIRED, CLOSE_RATE_LIMITED, CLOSE_UNAUTHENTICATED
+from treevu.notifications.hub import (
+    CLOSE_EXPIRED,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHENTICATED,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -82,6 +88,16 @@ class ClientClosedError(ClientError):
 
 class NotConnectedError(ClientError):
     """A message was sent while no authenticated session was open."""
+
+
+def retry_hint(text: str) -> float | None:
+    """Seconds to wait from a 1013 close reason (``… retry after 2s``) or a ``Retry-After``
+    header (``2``); None when there is none."""
+    match = re.search(r"(?:retry after\s*)?(\d+(?:\.\d+)?)\s*s?\s*$", text.strip())
+    if match is None:
+        return None
+    seconds = float(match.group(1))
+    return seconds if 0 < seconds <= 3600 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +238,7 @@ class NotificationClient:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
-        open_timeout: float = 10.0,
+        open_timeout: float = 30.0,
         ping_interval: float | None = 20.0,
         close_timeout: float = 5.0,
         max_size: int | None = 2**20,
@@ -425,8 +441,11 @@ class NotificationClient:
             while not self._closing:
                 self.stats.attempts += 1
                 code: int | None = None
+                hint: float | None = None
                 try:
                     code = await self._session()
+                    if code == CLOSE_TRY_AGAIN_LATER:
+                        hint = retry_hint(self.close_reason or "")
                 except AuthenticationError as exc:
                     log.warning("notification client stopped: %s", exc)
                     self._failure = exc
@@ -434,6 +453,8 @@ class NotificationClient:
                 except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
                     if isinstance(exc, InvalidURI):
                         raise
+                    if isinstance(exc, InvalidStatus) and exc.response.status_code == 503:
+                        hint = retry_hint(exc.response.headers.get("Retry-After", ""))
                     log.info("notification client disconnected: %r", exc)
                 if self._closing:
                     return
@@ -447,6 +468,9 @@ class NotificationClient:
                 elif self._attempt == 0:
                     self._throttled = 0
                 delay = self.backoff.delay(self._attempt, self._rng)
+                if hint is not None:
+                    # A busy server said when to come back: spread over [hint, 2 × hint].
+                    delay = max(delay, hint * (1.0 + self._rng.random()))
                 self._attempt += 1
                 self.stats.last_backoff = delay
                 await self._sleep(delay)

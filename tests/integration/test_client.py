@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, pool, select
+from sqlalchemy import create_engine, pool, select, update
 
 from tests.conftest import Database, LiveServer, free_port, seed_and_score, token_for
 from treevu.client import (
@@ -215,6 +215,19 @@ async def test_sending_needs_a_session() -> None:
 # -- reconnecting ------------------------------------------------------------------------------
 
 
+def set_status(db: Database, notification_id: int, status: str) -> None:
+    engine = create_engine(db.settings().sync_database_url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(NotificationQueue)
+                .where(NotificationQueue.id == notification_id)
+                .values(status=status)
+            )
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("auth", ["header", "message"])
 async def test_reconnects_after_abort_and_resumes_without_loss_or_duplicates(
     live_sqlite: tuple[Database, LiveServer], auth: str
@@ -261,16 +274,30 @@ async def test_reconnects_after_abort_and_resumes_without_loss_or_duplicates(
         live = await admin.notify("after the reconnect")
         assert [n.id for n in await take(client, 1)] == [live]
 
-        # Replaying the previous session's ids in this one: the client drops them.
+        # A resume from 0 in this session sends nothing: the server never sends one id twice
+        # in a session, nor the lastId the client resumed from.
         await client.resume(0)
+        assert await client.next_event("resumed") == {
+            "type": "resumed",
+            "recovered": True,
+            "count": 0,
+        }
+        # An ack lost in a crash: missed[0] is unacknowledged again. The next session resumes
+        # from `live` and is sent missed[0] as an older unacknowledged one; the client, which
+        # has it already, drops it.
+        set_status(db, missed[0], "sent")
+        assert client.connection is not None
+        client.connection.transport.abort()
+        await until(lambda: len(sleep.delays) == 2, "the client is waiting to reconnect")
+        sleep.gate.set()
         await until(lambda: client.stats.duplicates_dropped == 1, "the replay was deduplicated")
         assert client.last_id == live
 
     with pytest.raises(ClientClosedError):  # nothing else was queued for the consumer
         await client.next_notification()
-    assert client.stats.reconnects == 1 and client.stats.connections == 2
+    assert client.stats.reconnects == 2 and client.stats.connections == 3
     assert client.stats.notifications == 5 and client.stats.duplicates_dropped == 1
-    assert len(issued) == 2  # a fresh token for each connection
+    assert len(issued) == 3  # a fresh token for each connection
     assert 0 <= sleep.delays[0] <= Backoff(BASE, CAP).ceiling(0)
     assert first < missed[0]
 

@@ -71,8 +71,15 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         try:
             header_auth = await realtime.sessions.authenticate(token)
         except Closed as refused:
-            status = 503 if refused.code == CLOSE_TRY_AGAIN_LATER else 401
-            await _deny(ws, status, refused.reason)
+            if refused.code == CLOSE_TRY_AGAIN_LATER:
+                retry = str(max(1, round(settings.ws_busy_retry_after)))
+                await ws.send_denial_response(
+                    JSONResponse(
+                        {"error": refused.reason}, status_code=503, headers={"Retry-After": retry}
+                    )
+                )
+            else:
+                await _deny(ws, 401, refused.reason)
             return
     await ws.accept()
     await realtime.sessions.serve(StarletteSocket(ws), header_auth=header_auth, last_id=last_id)

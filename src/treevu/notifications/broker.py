@@ -154,10 +154,11 @@ class RedisBroker:
         await self._redis.publish(self._channel, payload)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None  # from here on, publish-only
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._redis.aclose()
 
     async def ping(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 ErrorCode = Literal[
@@ -61,22 +61,46 @@ def not_found(message: str) -> ServiceError:
     return ServiceError("NOT_FOUND", message)
 
 
+#: MariaDB/MySQL client errors that mean "no server": can't connect (2002, 2003), gone away
+#: (2006), lost (2013), shutting down (1053).
+_MYSQL_UNREACHABLE: Final = frozenset({1053, 2002, 2003, 2006, 2013})
+#: asyncpg's errors for a connection that is not there (or not yet accepting).
+_PG_UNREACHABLE: Final = frozenset(
+    {"CannotConnectNowError", "ConnectionDoesNotExistError", "ConnectionFailureError"}
+)
+#: Words of driver messages that mean the server was not reached, or SQLite is busy.
+_UNREACHABLE_WORDS: Final = ("connection refused", "connect call failed", "database is locked")
+
+
 def database_unavailable(exc: BaseException) -> ServiceError | None:
-    """A 503 with ``Retry-After`` when ``exc`` means the database cannot be reached (refused,
-    lost, timed out, pool exhausted, or locked) rather than that a statement was wrong.
+    """A 503 with ``Retry-After`` when ``exc`` means the database cannot be reached — refused,
+    lost, timed out, pool exhausted, SQLite busy — rather than that a statement was wrong (a
+    missing table stays a 500: retrying will not help).
 
     A refused connection can arrive as the driver's own ``ConnectionError`` (asyncpg's
     reconnect under the pool's pre-ping is not wrapped by SQLAlchemy).
     """
-    reachable_but_wrong = isinstance(exc, DBAPIError) and not isinstance(
-        exc, OperationalError | InterfaceError
-    )
-    if isinstance(exc, PoolTimeout | ConnectionError) or (
-        isinstance(exc, DBAPIError) and (exc.connection_invalidated or not reachable_but_wrong)
-    ):
+    if isinstance(exc, PoolTimeout | ConnectionError) or _unreachable(exc):
         return ServiceError(
             "SERVICE_UNAVAILABLE",
             "the database is not answering; retry shortly",
             retry_after=UNAVAILABLE_RETRY_AFTER,
         )
     return None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if isinstance(orig, OSError):
+        return True
+    code = orig.args[0] if orig is not None and orig.args else None
+    if isinstance(code, int) and code in _MYSQL_UNREACHABLE:
+        return True
+    if type(orig).__name__ in _PG_UNREACHABLE:
+        return True
+    text = str(orig).lower()
+    return any(words in text for words in _UNREACHABLE_WORDS)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,16 @@ from treevu.notifications.wire import UNACKED, UNREAD, frame, notification
 from treevu.services.notifications.store import Clock
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A session's start: the unread count, then the frames to replay — or, past the replay
+    bound, none (``frames`` is None) and the newest id, up to which the client reloads."""
+
+    unread: int
+    frames: list[Outgoing] | None
+    newest: int | None
 
 
 def public(cipher: DataCipher, row: NotificationQueue) -> dict[str, Any]:
@@ -190,42 +201,48 @@ class Delivery:
 
     # -- reads for the socket -----------------------------------------------------------------
 
-    async def unread_count(self, user_id: int) -> int:
-        return await unread_count(self._sessions, user_id)
+    async def opening(self, user_id: int, last_id: int | None, bound: int) -> Opening:
+        """What a new session sends after ``welcome``, read on one connection of the pool.
 
-    async def newest_id(self, user_id: int) -> int:
+        Without ``last_id``: every unacknowledged notification. With it: the ones after it
+        and the older unacknowledged ones, in id order, never ``last_id`` itself — or, when
+        those are more than ``bound``, none, and the newest id (``recovered: false``).
+        """
+        mine = NotificationQueue.user_id == user_id
+        unacked = NotificationQueue.status.in_(UNACKED)
         async with self._sessions() as session:
-            newest = await session.scalar(
-                select(func.max(NotificationQueue.id)).where(NotificationQueue.user_id == user_id)
+            unread = await session.scalar(
+                select(func.count())
+                .select_from(NotificationQueue)
+                .where(mine, NotificationQueue.status.in_(UNREAD))
             )
-        return int(newest or 0)
+            if last_id is None:
+                rows = await self._rows(session, mine, unacked)
+                return Opening(int(unread or 0), [self.outgoing(r) for r in rows], None)
+            after = await self._rows(
+                session,
+                mine,
+                NotificationQueue.id > last_id,
+                NotificationQueue.status != "cleared",
+                limit=bound + 1,
+            )
+            older = await self._rows(
+                session, mine, unacked, NotificationQueue.id < last_id, limit=bound + 1
+            )
+            if len(after) + len(older) > bound:
+                newest = await session.scalar(select(func.max(NotificationQueue.id)).where(mine))
+                return Opening(int(unread or 0), None, int(newest or 0))
+        frames = [self.outgoing(r) for r in sorted(older + after, key=lambda r: r.id)]
+        return Opening(int(unread or 0), frames, None)
 
-    async def unacknowledged(
-        self, user_id: int, *, before: int | None = None, limit: int | None = None
-    ) -> list[Outgoing]:
-        """The user's notifications still ``pending`` or ``sent`` (ids under ``before``)."""
-        where = [NotificationQueue.user_id == user_id, NotificationQueue.status.in_(UNACKED)]
-        if before is not None:
-            where.append(NotificationQueue.id < before)
-        return await self._frames(*where, limit=limit)
-
-    async def after(self, user_id: int, last_id: int, bound: int) -> list[Outgoing] | None:
-        """Everything after ``last_id`` in id order, or None when more than ``bound`` missed."""
-        frames = await self._frames(
-            NotificationQueue.user_id == user_id,
-            NotificationQueue.id > last_id,
-            NotificationQueue.status != "cleared",
-            limit=bound + 1,
-        )
-        return None if len(frames) > bound else frames
-
-    async def _frames(self, *where: Any, limit: int | None = None) -> list[Outgoing]:
+    @staticmethod
+    async def _rows(
+        session: AsyncSession, *where: Any, limit: int | None = None
+    ) -> list[NotificationQueue]:
         stmt = select(NotificationQueue).where(*where).order_by(NotificationQueue.id)
         if limit is not None:
             stmt = stmt.limit(limit)
-        async with self._sessions() as session:
-            rows = list(await session.scalars(stmt))
-        return [self.outgoing(r) for r in rows]
+        return list(await session.scalars(stmt))
 
     def outgoing(self, row: NotificationQueue) -> Outgoing:
         return Outgoing(frame(public(self.cipher, row)), row.id, row.created_at.timestamp())

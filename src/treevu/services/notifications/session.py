@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -32,7 +33,7 @@ from treevu.services.auth import AuthError, Claims, TokenVerifier
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
 from treevu.services.notifications import inbox as inbox_ops
-from treevu.services.notifications.delivery import Delivery
+from treevu.services.notifications.delivery import Delivery, Opening
 from treevu.services.notifications.presence import Presence
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,39 @@ def _int_field(msg: dict[str, Any], name: str) -> int:
     return value
 
 
+class Busy(Exception):
+    """Too many sockets are opening at once; this one should come back later."""
+
+
+class Admission:
+    """Bounds the sockets opening at once (their database reads), so that a reconnect storm
+    waits in a short queue or is refused at once with a retry hint — and never holds the
+    connection pool the HTTP API needs.
+
+    ``concurrency`` opening reads run together; ``queue`` more may wait; beyond that,
+    :class:`Busy`.
+    """
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue = queue
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._waiting >= self._queue:
+            raise Busy
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
 class SessionServer:
     """Runs the sessions of this process over its hub, delivery and presence."""
 
@@ -85,6 +119,9 @@ class SessionServer:
         self.presence = presence
         self.metrics = metrics
         self.settings = svc.settings
+        self.admission = Admission(
+            svc.settings.ws_opening_concurrency, svc.settings.ws_opening_queue
+        )
 
     async def heartbeat(self) -> None:
         """Heartbeat every socket; close expired tokens (4403) and deactivated users (4401)."""
@@ -109,6 +146,11 @@ class SessionServer:
 
     # -- one session --------------------------------------------------------------------------
 
+    def busy(self) -> Closed:
+        """1013 with the retry hint ``treevu.client`` (and the bell) honour."""
+        seconds = _number(self.settings.ws_busy_retry_after)
+        return Closed(CLOSE_TRY_AGAIN_LATER, f"server busy; retry after {seconds}s")
+
     async def authenticate(self, token: str) -> tuple[Actor, Claims]:
         """Raises :class:`Closed` with 4401 (bad token, unknown or inactive user) or 4403."""
         try:
@@ -117,8 +159,10 @@ class SessionServer:
             code = CLOSE_EXPIRED if exc.reason == "expired" else CLOSE_UNAUTHENTICATED
             raise Closed(code, exc.message) from exc
         try:
-            async with self.svc.sessions() as session:
+            async with self.admission.slot(), self.svc.sessions() as session:
                 user = await session.get(User, claims.user_id)
+        except Busy:
+            raise self.busy() from None
         except Exception as exc:
             raise _unavailable_or(exc) from exc
         if user is None or not user.is_active:
@@ -173,23 +217,27 @@ class SessionServer:
             self.metrics.active_connections.inc()
             self.presence.connected(conn.connection_id, actor.user_id)
             try:
-                conn.send_control(
-                    {
-                        "type": "welcome",
-                        "connectionId": conn.connection_id,
-                        "heartbeatInterval": _number(self.settings.heartbeat_interval),
-                        "unreadCount": await self.delivery.unread_count(actor.user_id),
-                    }
-                )
-                if last_id is None:
-                    conn.replay(await self.delivery.unacknowledged(actor.user_id))
-                else:
-                    self.metrics.reconnections.inc()
-                    await self._resume(conn, last_id)
-            except Closed:
-                raise
+                async with self.admission.slot():
+                    opening = await self.delivery.opening(
+                        actor.user_id, last_id, self.settings.replay_bound
+                    )
+            except Busy:
+                raise self.busy() from None
             except Exception as exc:
                 raise _unavailable_or(exc) from exc
+            conn.send_control(
+                {
+                    "type": "welcome",
+                    "connectionId": conn.connection_id,
+                    "heartbeatInterval": _number(self.settings.heartbeat_interval),
+                    "unreadCount": opening.unread,
+                }
+            )
+            if last_id is None:
+                conn.replay(opening.frames or [])
+            else:
+                self.metrics.reconnections.inc()
+                self._resumed(conn, last_id, opening)
             conn.end_replay()
             await self._receive_loop(socket, conn, actor)
         except Closed as closed:
@@ -206,7 +254,7 @@ class SessionServer:
                 self.metrics.active_connections.dec()
                 self.presence.disconnected(conn.connection_id)
 
-    async def _resume(self, conn: Connection, last_id: int) -> None:
+    def _resumed(self, conn: Connection, last_id: int, opening: Opening) -> None:
         """``resumed``, then every notification after ``last_id`` and every older one not yet
         acknowledged, in id order — never ``last_id`` itself, never one this session was sent.
 
@@ -215,15 +263,11 @@ class SessionServer:
         than one it never got. More than the replay bound: ``recovered: false``.
         """
         conn.client_has(last_id)
-        bound = self.settings.replay_bound
-        after = await self.delivery.after(conn.user_id, last_id, bound)
-        older = await self.delivery.unacknowledged(conn.user_id, before=last_id, limit=bound + 1)
-        if after is None or len(after) + len(older) > bound:
-            conn.skip_through(await self.delivery.newest_id(conn.user_id))
+        if opening.frames is None:
+            conn.skip_through(opening.newest or 0)
             conn.send_control({"type": "resumed", "recovered": False})
             return
-        frames = sorted(older + after, key=lambda f: f.notification_id or 0)
-        fresh = [f for f in frames if not conn.already_sent(f.notification_id or 0)]
+        fresh = [f for f in opening.frames if not conn.already_sent(f.notification_id or 0)]
         conn.send_control({"type": "resumed", "recovered": True, "count": len(fresh)})
         conn.replay(fresh)
 
@@ -281,7 +325,10 @@ class SessionServer:
             last_id = _int_field(msg, "lastId")
             conn.begin_replay()
             try:
-                await self._resume(conn, last_id)
+                opening = await self.delivery.opening(
+                    conn.user_id, last_id, self.settings.replay_bound
+                )
+                self._resumed(conn, last_id, opening)
             finally:
                 conn.end_replay()
         elif kind == "auth":
