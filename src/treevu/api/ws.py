@@ -62,14 +62,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             return
         last_id = int(raw_last_id)
     header = ws.headers.get("authorization")
-    header_auth = None
+    opened = None
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             await _deny(ws, 401, "Authorization must be 'Bearer <token>'")
             return
         try:
-            header_auth = await realtime.sessions.authenticate(token)
+            opened = await realtime.sessions.open(token, last_id)
         except Closed as refused:
             if refused.code == CLOSE_TRY_AGAIN_LATER:
                 retry = str(max(1, round(settings.ws_busy_retry_after)))
@@ -82,4 +82,4 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 await _deny(ws, 401, refused.reason)
             return
     await ws.accept()
-    await realtime.sessions.serve(StarletteSocket(ws), header_auth=header_auth, last_id=last_id)
+    await realtime.sessions.serve(StarletteSocket(ws), opened=opened)

@@ -13,9 +13,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import select
+import anyio.to_thread
+from sqlalchemy import bindparam, select
 
 from treevu import jsonbound
 from treevu.db import User
@@ -65,6 +66,22 @@ def _int_field(msg: dict[str, Any], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name}: must be a non-negative integer")
     return value
+
+
+#: A socket's user, read by id (built once, like the opening reads in ``delivery.py``).
+_USER = select(User.id, User.role, User.manager_id, User.is_active).where(
+    User.id == bindparam("uid")
+)
+
+
+class Opened(NamedTuple):
+    """An authenticated socket's opening: who, their token's claims, where they resume from,
+    and what to send after ``welcome``."""
+
+    actor: Actor
+    claims: Claims
+    last_id: int | None
+    opening: Opening
 
 
 class Busy(Exception):
@@ -151,25 +168,44 @@ class SessionServer:
         seconds = _number(self.settings.ws_busy_retry_after)
         return Closed(CLOSE_TRY_AGAIN_LATER, f"server busy; retry after {seconds}s")
 
-    async def authenticate(self, token: str) -> tuple[Actor, Claims]:
-        """Raises :class:`Closed` with 4401 (bad token, unknown or inactive user) or 4403."""
+    async def open(self, token: str, last_id: int | None) -> Opened:
+        """Verify the token, read the user and what to send after ``welcome`` — as one call in
+        a worker thread on one pooled connection (a handshake costs one thread hop, not one
+        per statement), within an admission slot.
+
+        Raises :class:`Closed`: 4401 (bad token, unknown or inactive user), 4403 (expired),
+        1013 (busy: with a retry hint; or the database is away).
+        """
+        try:
+            async with self.admission.slot():
+                return await anyio.to_thread.run_sync(self._open, token, last_id)
+        except Busy:
+            raise self.busy() from None
+        except Closed:
+            raise
+        except Exception as exc:
+            raise _unavailable_or(exc) from exc
+
+    def _open(self, token: str, last_id: int | None) -> Opened:
         try:
             claims = self.verifier.verify(token)
         except AuthError as exc:
             code = CLOSE_EXPIRED if exc.reason == "expired" else CLOSE_UNAUTHENTICATED
             raise Closed(code, exc.message) from exc
-        try:
-            async with self.admission.slot(), self.svc.sessions() as session:
-                user = await session.get(User, claims.user_id)
-        except Busy:
-            raise self.busy() from None
-        except Exception as exc:
-            raise _unavailable_or(exc) from exc
-        if user is None or not user.is_active:
-            raise Closed(CLOSE_UNAUTHENTICATED, "unknown or inactive user")
-        return Actor(user.id, user.role, user.manager_id), claims
+        with self.svc.bulk_engine.connect() as conn:
+            user = conn.execute(_USER, {"uid": claims.user_id}).first()
+            if user is None or not user[3]:
+                raise Closed(CLOSE_UNAUTHENTICATED, "unknown or inactive user")
+            uid, role, manager_id, _ = user
+            opening = self.delivery.opening(conn, uid, last_id, self.settings.replay_bound)
+        return Opened(Actor(uid, role, manager_id), claims, last_id, opening)
 
-    async def first_message_auth(self, socket: Socket) -> tuple[Actor, Claims, int | None]:
+    def _reopen(self, user_id: int, last_id: int) -> Opening:
+        """A ``resume`` message's reads (in a worker thread)."""
+        with self.svc.bulk_engine.connect() as conn:
+            return self.delivery.opening(conn, user_id, last_id, self.settings.replay_bound)
+
+    async def first_message_auth(self, socket: Socket) -> Opened:
         """The browser path: ``{"type": "auth", "token": …, "lastId"?}`` within the timeout."""
         try:
             async with asyncio.timeout(self.settings.ws_auth_timeout):
@@ -195,36 +231,23 @@ class SessionServer:
                 last_id = _int_field(msg, "lastId")
             except ValueError as exc:
                 raise Closed(CLOSE_UNAUTHENTICATED, f"auth.{exc}") from None
-        actor, claims = await self.authenticate(token)
-        return actor, claims, last_id
+        return await self.open(token, last_id)
 
-    async def serve(
-        self,
-        socket: Socket,
-        *,
-        header_auth: tuple[Actor, Claims] | None,
-        last_id: int | None,
-    ) -> None:
-        """Run a session until the socket closes; closes it with SPEC §4's codes on errors."""
+    async def serve(self, socket: Socket, *, opened: Opened | None) -> None:
+        """Run a session until the socket closes; closes it with SPEC §4's codes on errors.
+
+        ``opened``: what :meth:`open` read for a socket authenticated at the upgrade; None
+        for the browser path (the first message authenticates).
+        """
         conn: Connection | None = None
         try:
-            if header_auth is None:
-                actor, claims, last_id = await self.first_message_auth(socket)
-            else:
-                actor, claims = header_auth
+            if opened is None:
+                opened = await self.first_message_auth(socket)
+            actor, claims, last_id, opening = opened
             expires_at = claims.expires_at + self.settings.jwt_leeway_seconds
             conn = self.hub.connect(actor.user_id, expires_at, _SocketTransport(socket))
             self.metrics.active_connections.inc()
             self.presence.connected(conn.connection_id, actor.user_id)
-            try:
-                async with self.admission.slot():
-                    opening = await self.delivery.opening(
-                        actor.user_id, last_id, self.settings.replay_bound
-                    )
-            except Busy:
-                raise self.busy() from None
-            except Exception as exc:
-                raise _unavailable_or(exc) from exc
             conn.send_control(
                 {
                     "type": "welcome",
@@ -325,9 +348,7 @@ class SessionServer:
             last_id = _int_field(msg, "lastId")
             conn.begin_replay()
             try:
-                opening = await self.delivery.opening(
-                    conn.user_id, last_id, self.settings.replay_bound
-                )
+                opening = await anyio.to_thread.run_sync(self._reopen, conn.user_id, last_id)
                 self._resumed(conn, last_id, opening)
             finally:
                 conn.end_replay()
