@@ -107,6 +107,7 @@ class Realtime:
         if self._listening is not None:
             await self._listening.close()
         await self.hub.shutdown()
+        self.sessions.close()
         await self.delivery.close()
         await self.presence.close()
         with contextlib.suppress(ValueError):

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 
-import anyio.to_thread
 from sqlalchemy import bindparam, select
 
 from treevu import jsonbound
@@ -139,6 +139,10 @@ class SessionServer:
         self.admission = Admission(
             svc.settings.ws_opening_concurrency, svc.settings.ws_opening_queue
         )
+        #: Threads for the openings' reads: as many as may run at once (plus resumes).
+        self._readers = ThreadPoolExecutor(
+            svc.settings.ws_opening_concurrency + 1, thread_name_prefix="ws-opening"
+        )
 
     async def heartbeat(self) -> None:
         """Heartbeat every socket; close expired tokens (4403) and deactivated users (4401)."""
@@ -163,6 +167,9 @@ class SessionServer:
 
     # -- one session --------------------------------------------------------------------------
 
+    def close(self) -> None:
+        self._readers.shutdown(wait=False, cancel_futures=True)
+
     def busy(self) -> Closed:
         """1013 with the retry hint ``treevu.client`` (and the bell) honour."""
         seconds = _number(self.settings.ws_busy_retry_after)
@@ -178,7 +185,9 @@ class SessionServer:
         """
         try:
             async with self.admission.slot():
-                return await anyio.to_thread.run_sync(self._open, token, last_id)
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._readers, self._open, token, last_id
+                )
         except Busy:
             raise self.busy() from None
         except Closed:
@@ -348,7 +357,9 @@ class SessionServer:
             last_id = _int_field(msg, "lastId")
             conn.begin_replay()
             try:
-                opening = await anyio.to_thread.run_sync(self._reopen, conn.user_id, last_id)
+                opening = await asyncio.get_running_loop().run_in_executor(
+                    self._readers, self._reopen, conn.user_id, last_id
+                )
                 self._resumed(conn, last_id, opening)
             finally:
                 conn.end_replay()
