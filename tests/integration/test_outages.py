@@ -238,3 +238,64 @@ async def test_with_the_database_down_requests_get_503_and_sockets_stay(
             assert back.status_code == 201, back.text
             # The same socket, still open, gets it.
             assert (await next_of(ws, "notification"))["notification"]["id"] == back.json()["id"]
+
+
+async def test_two_nodes_and_a_redis_outage_hide_nothing_from_a_resuming_client(
+    sqlite_database: Database, own_redis: RedisProcess
+) -> None:
+    """Node A creates n1 while Redis is down and n2 after it is back; node B (whose sweep is an
+    hour away) passes n2 to its client but never heard of n1. The client drops and resumes
+    from n2 — the newest it has — and is sent n1, and not n2 again."""
+    db = sqlite_database
+    seed_and_score(db, n_users=20)
+    settings = db.settings(redis_url=own_redis.url, sweep_interval=3600.0)
+    user = {"Authorization": f"Bearer {token_for(db, USER)}"}
+    probe_user = USER + 1
+    probe = {"Authorization": f"Bearer {token_for(db, probe_user)}"}
+    with LiveServer(settings) as node_a, LiveServer(settings) as node_b:
+        url_b = f"ws://127.0.0.1:{node_b.port}/ws"
+        async with (
+            websockets.connect(url_b, additional_headers=user) as ws,
+            websockets.connect(url_b, additional_headers=probe) as prober,
+        ):
+            await next_of(ws, "welcome")
+            await next_of(prober, "welcome")
+            n0 = create(node_a, db, "n0").json()["id"]
+            assert (await next_of(ws, "notification"))["notification"]["id"] == n0
+
+            own_redis.kill()
+            n1 = create(node_a, db, "n1")
+            assert n1.status_code == 201
+            own_redis.start()
+            await until_ready(node_a)
+            await until_ready(node_b)
+            # Both nodes subscribed again: a probe from A reaches B's other client.
+            async with asyncio.timeout(15):
+                while True:
+                    answer = httpx.post(
+                        node_a.url + "/api/v1/admin/notifications",
+                        json={
+                            "userId": probe_user,
+                            "type": "milestone",
+                            "title": "p",
+                            "message": "…",
+                        },
+                        headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"},
+                    )
+                    assert answer.status_code == 201
+                    try:
+                        async with asyncio.timeout(0.5):
+                            await next_of(prober, "notification")
+                        break
+                    except TimeoutError:
+                        continue
+            n2 = create(node_a, db, "n2").json()["id"]
+            assert (await next_of(ws, "notification"))["notification"]["id"] == n2
+
+        async with websockets.connect(f"{url_b}?lastId={n2}", additional_headers=user) as again:
+            await next_of(again, "welcome")
+            resumed = await next_of(again, "resumed")
+            # This client never acks: n0 is unacknowledged too, and comes again in order.
+            assert resumed["recovered"] is True and resumed["count"] == 2
+            got = [(await next_of(again, "notification"))["notification"]["id"] for _ in range(2)]
+            assert got == [n0, n1.json()["id"]]  # n1 found; n2, its lastId, not sent again
