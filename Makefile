@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ws_memory.py
 	$(BIN)/python bench/ws_throughput.py
 	$(BIN)/python bench/ws_scale.py
+	$(BIN)/python bench/ws_handshake.py
 
 clean:
 	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache
