@@ -123,6 +123,10 @@ class TreevuApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+#: The listen queue asked for (the kernel caps it at net.core.somaxconn: 4096 here).
+LISTEN_BACKLOG = 16384
+
+
 def ws_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's protocol options for this app (``treevu serve`` and the tests use them): the
     tuned WebSocket protocol, and HTTP with a header timeout."""
@@ -134,6 +138,9 @@ def ws_options(settings: Settings) -> dict[str, Any]:
             heartbeat_interval=settings.heartbeat_interval,
         ),
         "http": TreevuHttpProtocol,
+        # A reconnect storm arrives all at once: a short listen queue drops SYNs, and a client
+        # whose SYN is dropped waits 1, 3, 7, 15 s before trying again.
+        "backlog": LISTEN_BACKLOG,
     }
 
 

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(default=2.0, gt=0)
     #: Sockets whose opening reads (user, unread count, replay) run at once, and how many more
     #: may wait; beyond that a socket is closed with 1013 and told to retry later.
-    ws_opening_concurrency: int = Field(default=4, ge=1)
+    ws_opening_concurrency: int = Field(default=8, ge=1)
     ws_opening_queue: int = Field(default=500, ge=0)
     ws_busy_retry_after: float = Field(default=2.0, gt=0)
     #: Seconds between looks for notifications committed by other processes (no Redis).
