@@ -1,5 +1,6 @@
-"""Outages of Redis and of the database: a redis-server and a PostgreSQL of the test's own (never
-the machine's), killed with SIGKILL while a server and a client are up, then started again.
+"""Outages of Redis and of the database: a redis-server, a PostgreSQL and a MariaDB of the test's
+own (never the machine's), killed with SIGKILL while a server and a client are up, then started
+again.
 
 Nothing that committed answers an error: creates, reads and clears succeed (rate limits count
 in the process, delivery falls back to the sweep), the socket stays open, and after Redis
@@ -199,18 +200,70 @@ class PostgresProcess:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresProcess]:
-    server = PostgresProcess()
+class MariaDBProcess:
+    """A MariaDB server of the test's own, like :class:`PostgresProcess`."""
+
+    def __init__(self) -> None:
+        self.bin = shutil.which("mariadbd", path="/usr/sbin:/usr/bin")
+        install = shutil.which("mariadb-install-db")
+        if self.bin is None or install is None:
+            unavailable("MariaDB's server binaries")
+        self.root = Path(tempfile.mkdtemp(prefix="treevu-mariadb-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        subprocess.run(
+            [str(install), "--no-defaults", f"--datadir={self.data}", "--user=root",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/mysql"
+
+    def start(self) -> None:
+        assert self.bin is not None
+        self.process = subprocess.Popen(
+            [self.bin, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", f"--socket={self.root / 'sock'}", "--user=root",
+             "--innodb-buffer-pool-size=32M", "--skip-log-bin"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.process.poll() is None, "mariadbd exited"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "mariadbd did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def own_database(request: pytest.FixtureRequest) -> Iterator[PostgresProcess | MariaDBProcess]:
+    server = PostgresProcess() if request.param == "postgresql" else MariaDBProcess()
     server.start()
     yield server
     server.remove()
 
 
 async def test_with_the_database_down_requests_get_503_and_sockets_stay(
-    own_postgres: PostgresProcess,
+    own_database: PostgresProcess | MariaDBProcess,
 ) -> None:
-    db = Database("postgresql", own_postgres.url)
+    backend = "postgresql" if isinstance(own_database, PostgresProcess) else "mariadb"
+    db = Database(backend, own_database.url)
     upgrade(db.settings().sync_database_url)
     seed_and_score(db, n_users=20)
     user = {"Authorization": f"Bearer {token_for(db, USER)}"}
@@ -221,7 +274,7 @@ async def test_with_the_database_down_requests_get_503_and_sockets_stay(
             first = create(live, db, "first").json()["id"]
             assert (await next_of(ws, "notification"))["notification"]["id"] == first
 
-            own_postgres.kill()
+            own_database.kill()
             refused = create(live, db, "while down")
             assert refused.status_code == 503, refused.text
             assert refused.headers["Retry-After"] == "5"
@@ -232,7 +285,7 @@ async def test_with_the_database_down_requests_get_503_and_sockets_stay(
             error = await next_of(ws, "error")
             assert error["code"] == "unavailable"
 
-            own_postgres.start()
+            own_database.start()
             await until_ready(live)
             back = create(live, db, "back")
             assert back.status_code == 201, back.text
