@@ -933,3 +933,13 @@ if __name__ == "__main__":
         snapshot_on_sigusr1(Path(sys.argv[1]))
         sys.argv = ["treevu", *sys.argv[2:]]
     main()
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured and the files changed on top of it (no index refresh)."""
+    env, cwd = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}, Path(__file__).resolve().parents[1]
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=cwd, env=env, capture_output=True, text=True).stdout
+
+    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": git("status", "-s").splitlines()}

@@ -34,7 +34,6 @@ import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -352,16 +351,6 @@ def print_table(runs: list[dict[str, Any]], s: dict[str, Any]) -> None:
     console.print(table)
 
 
-def git_state() -> dict[str, Any]:
-    """The commit measured and the files changed on top of it (no index refresh)."""
-    env, cwd = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}, Path(__file__).resolve().parents[1]
-
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=cwd, env=env, capture_output=True, text=True).stdout
-
-    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": git("status", "-s").splitlines()}
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--serve-bare"]:
         import uvloop
@@ -401,7 +390,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "command": " ".join(sys.argv),
         "loadAtStart": started,
-        "code": git_state(),
+        "code": common.git_state(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": s,
         "runs": runs,

@@ -42,7 +42,6 @@ import platform
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -803,16 +802,6 @@ def print_table(r: dict[str, Any]) -> None:
     console.print(table)
 
 
-def git_state() -> dict[str, Any]:
-    """The commit measured and the files changed on top of it (no index refresh)."""
-    env, cwd = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}, Path(__file__).resolve().parents[1]
-
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=cwd, env=env, capture_output=True, text=True).stdout
-
-    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": git("status", "-s").splitlines()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10_000)
@@ -844,7 +833,7 @@ def main() -> None:
         "fdLimit": fds,
         "command": " ".join(sys.argv),
         "loadAtStart": started,
-        "code": git_state(),
+        "code": common.git_state(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "result": result,
     }
