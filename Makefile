@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ws_throughput.py
 	$(BIN)/python bench/ws_scale.py
 	$(BIN)/python bench/ws_handshake.py
+	$(BIN)/python bench/ws_storm.py
 
 clean:
 	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache
