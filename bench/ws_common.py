@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, Self, cast
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -943,3 +943,45 @@ def git_state() -> dict[str, Any]:
         return subprocess.run(["git", *a], cwd=cwd, env=env, capture_output=True, text=True).stdout
 
     return {"commit": git("rev-parse", "HEAD").strip(), "dirty": git("status", "-s").splitlines()}
+
+
+class PipedProcesses:
+    """Client processes (``spawn``), each running ``target(*job, pipe)``, told commands all at
+    once over their pipes. Each says "ready" once it has started; ``close`` is the last
+    command, answered with how many sockets it closed."""
+
+    def __init__(self, target: Any, jobs: list[tuple[Any, ...]], timeout: float = 900) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes: list[Any] = []
+        self.procs: list[Any] = []
+        self.timeout = timeout
+        for job in jobs:
+            ours, theirs = ctx.Pipe()
+            self.procs.append(ctx.Process(target=target, args=(*job, theirs), daemon=True))
+            self.pipes.append(ours)
+        self.closed = 0  # sockets closed at the end
+
+    @property
+    def pids(self) -> list[int]:
+        return [int(p.pid) for p in self.procs]
+
+    def __enter__(self) -> Self:
+        for proc in self.procs:
+            proc.start()
+        self.ask(None)
+        return self
+
+    def ask(self, command: str | None, timeout: float | None = None) -> list[Any]:
+        for pipe in self.pipes if command is not None else []:
+            pipe.send(command)
+        if not all(pipe.poll(timeout or self.timeout) for pipe in self.pipes):
+            raise TimeoutError(f"a client process did not answer {command!r}")
+        return [pipe.recv() for pipe in self.pipes]
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.closed = sum(self.ask("close", timeout=60))
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()

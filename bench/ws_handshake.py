@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import platform
 import random
@@ -224,41 +223,12 @@ def client_process(ws_url: str, user_ids: list[int], concurrency: int, pipe: Con
     uvloop.run(client_main(ws_url, user_ids, concurrency, pipe))
 
 
-class Clients:
+class Clients(common.PipedProcesses):
     """``processes`` client processes sharing ``user_ids``; ``ask`` tells all at once."""
 
     def __init__(self, ws_url: str, user_ids: list[int], processes: int, concurrency: int):
-        ctx = mp.get_context("spawn")
-        self.pipes, self.procs = [], []
-        for i in range(processes):
-            ours, theirs = ctx.Pipe()
-            job = (ws_url, user_ids[i::processes], concurrency, theirs)
-            self.procs.append(ctx.Process(target=client_process, args=job, daemon=True))
-            self.pipes.append(ours)
-        self.closed = 0  # sockets closed at the end
-
-    def __enter__(self) -> Clients:
-        for proc in self.procs:
-            proc.start()
-        self.ask(None)  # each says "ready" once imported and its tokens minted
-        return self
-
-    def ask(self, command: str | None, timeout: float = 900) -> list[Any]:
-        for pipe in self.pipes if command is not None else []:
-            pipe.send(command)
-        if not all(pipe.poll(timeout) for pipe in self.pipes):
-            raise TimeoutError(f"a client process did not answer {command!r}")
-        return [pipe.recv() for pipe in self.pipes]
-
-    def __exit__(self, *exc: object) -> None:
-        self.closed = sum(self.ask("close", timeout=60))
-        for proc in self.procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-
-
-# -- the benchmark ----------------------------------------------------------------------------
+        jobs = [(ws_url, user_ids[i::processes], concurrency) for i in range(processes)]
+        super().__init__(client_process, jobs, timeout=900)
 
 
 def cpu_seconds(pids: list[int]) -> float:

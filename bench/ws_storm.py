@@ -36,7 +36,6 @@ import collections
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
 import platform
 import random
@@ -358,47 +357,18 @@ def client_process(
     uvloop.run(client_main(ws_url, user_ids, local_addr, concurrency, pipe))
 
 
-class Clients:
+class Clients(common.PipedProcesses):
     """``processes`` client processes sharing ``user_ids``; ``ask`` tells all at once."""
 
     def __init__(self, ws_url: str, user_ids: list[int], processes: int, concurrency: int):
-        ctx = mp.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.procs: list[Any] = []
-        for i in range(processes):
-            ours, theirs = ctx.Pipe()
-            job = (ws_url, user_ids[i::processes], f"127.0.0.{2 + i}", concurrency, theirs)
-            self.procs.append(ctx.Process(target=client_process, args=job, daemon=True))
-            self.pipes.append(ours)
-        self.closed = 0
-
-    @property
-    def pids(self) -> list[int]:
-        return [int(p.pid) for p in self.procs]
-
-    def __enter__(self) -> Clients:
-        for proc in self.procs:
-            proc.start()
-        self.ask(None)  # each says "ready" once imported and its tokens minted
-        return self
-
-    def ask(self, command: str | None, timeout: float = 1200) -> list[Any]:
-        for pipe in self.pipes if command is not None else []:
-            pipe.send(command)
-        if not all(pipe.poll(timeout) for pipe in self.pipes):
-            raise TimeoutError(f"a client process did not answer {command!r}")
-        return [pipe.recv() for pipe in self.pipes]
+        jobs = [
+            (ws_url, user_ids[i::processes], f"127.0.0.{2 + i}", concurrency)
+            for i in range(processes)
+        ]
+        super().__init__(client_process, jobs, timeout=1200)
 
     def progress(self) -> dict[str, Any]:
         return merge(self.ask("progress"))
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            self.closed = sum(self.ask("close", timeout=60))
-        for proc in self.procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
 
 
 def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:

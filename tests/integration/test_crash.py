@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -29,17 +28,15 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import (
     MYSQL_URL,
-    SECRET,
     Database,
     _server_database,
-    free_port,
     seed_and_score,
     token_for,
 )
+from tests.serve import ServeProcess, serve_environment
 from treevu.db import AuditLog, EmployeeInputs, EmployeeSegment, NotificationQueue, OutboxEvent
 from treevu.db.migrate import upgrade
 
-FERNET_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 USERS = 2000
 ADMIN_ID = 1
 
@@ -73,68 +70,14 @@ def scalar(db: Database, stmt: Any) -> Any:
 
 
 def environment(db: Database, workdir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEVU_")}
-    env.update(
-        TREEVU_DATABASE_URL=db.url,
-        TREEVU_JWT_SECRET=SECRET,
-        TREEVU_ENCRYPTION_KEY=FERNET_KEY,
-        TREEVU_DATA_DIR=str(workdir),
-        TREEVU_ADMIN_NOTIFICATIONS_PER_MINUTE="10000000",
-        TREEVU_OUTBOX_INTERVAL="0.2",
-        **extra,
-    )
-    return env
+    return serve_environment(db, workdir, TREEVU_OUTBOX_INTERVAL="0.2", **extra)
 
 
-class Server:
-    """One ``treevu serve`` process on a free port, its output in a log file."""
-
-    def __init__(self, db: Database, workdir: Path, **extra: str) -> None:
-        self.port = free_port()
-        self.log_path = workdir / f"serve-{self.port}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "treevu", "serve", "--port", str(self.port)],
-                env=environment(db, workdir, **extra),
-                cwd=workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready:\n{self.output()}")
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def Server(db: Database, workdir: Path, **extra: str) -> ServeProcess:  # noqa: N802
+    return ServeProcess(db, workdir, env={"TREEVU_OUTBOX_INTERVAL": "0.2", **extra})
 
 
-def broadcast(server: Server, db: Database, key: str, title: str) -> httpx.Response:
+def broadcast(server: ServeProcess, db: Database, key: str, title: str) -> httpx.Response:
     return httpx.post(
         server.url + "/api/v1/admin/notifications/broadcast",
         json={
@@ -223,7 +166,7 @@ def test_killed_at_random_moments_a_retry_with_the_key_gives_one_set_of_rows(
         retry_gives_one_set(crash_db, tmp_path, key, title)
 
 
-def _ignore_transport_errors(server: Server, db: Database, key: str, title: str) -> None:
+def _ignore_transport_errors(server: ServeProcess, db: Database, key: str, title: str) -> None:
     try:
         broadcast(server, db, key, title)
     except httpx.TransportError:

@@ -143,7 +143,25 @@ async def test_a_redis_outage_turns_nothing_committed_into_an_error(
             assert (await next_of(ws, "notification"))["notification"]["id"] == after.json()["id"]
 
 
-class PostgresProcess:
+class _OwnServer:
+    """A database server process of the test's own, in its own process group under a
+    temporary folder: killed with SIGKILL (with its children), then removed."""
+
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PostgresProcess(_OwnServer):
     """A PostgreSQL server of the test's own: initdb into a temporary folder, then start,
     SIGKILL (with its whole process group) and start again on the same port and data."""
 
@@ -159,7 +177,6 @@ class PostgresProcess:
         self.root.chmod(0o755)
         self.data = self.root / "data"
         self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
         subprocess.run(
             [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
              "--no-sync"],
@@ -189,18 +206,8 @@ class PostgresProcess:
                 raise AssertionError("postgres did not start")
             time.sleep(0.2)  # the killed server's children are still leaving: try again
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
 
-    def remove(self) -> None:
-        self.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class MariaDBProcess:
+class MariaDBProcess(_OwnServer):
     """A MariaDB server of the test's own, like :class:`PostgresProcess`."""
 
     def __init__(self) -> None:
@@ -211,7 +218,6 @@ class MariaDBProcess:
         self.root = Path(tempfile.mkdtemp(prefix="treevu-mariadb-"))
         self.data = self.root / "data"
         self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
         subprocess.run(
             [str(install), "--no-defaults", f"--datadir={self.data}", "--user=root",
              "--auth-root-authentication-method=normal", "--skip-test-db"],
@@ -239,16 +245,6 @@ class MariaDBProcess:
             except OSError:
                 assert time.monotonic() < deadline, "mariadbd did not start"
                 time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def remove(self) -> None:
-        self.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])

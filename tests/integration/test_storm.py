@@ -6,51 +6,20 @@ each once. (``bench/ws_storm.py`` is the same with 10,000 clients, timed.)"""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import SECRET, Database, free_port, seed_and_score, token_for
+from tests.conftest import Database, free_port, seed_and_score, token_for
+from tests.serve import ServeProcess
 from treevu.client import Notification, NotificationClient
 
 CLIENTS = 300
 ADMIN = 1
-FERNET_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
-def start_server(db: Database, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEVU_")}
-    env.update(
-        TREEVU_DATABASE_URL=db.url,
-        TREEVU_JWT_SECRET=SECRET,
-        TREEVU_ENCRYPTION_KEY=FERNET_KEY,
-        TREEVU_DATA_DIR=str(workdir),
-        TREEVU_ADMIN_NOTIFICATIONS_PER_MINUTE="100000",
-        TREEVU_SWEEP_INTERVAL="0.5",
-    )
-    with (workdir / f"serve-{time.monotonic_ns()}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "treevu", "serve", "--port", str(port)],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+def start_server(db: Database, port: int, workdir: Path) -> ServeProcess:
+    return ServeProcess(db, workdir, port=port, env={"TREEVU_SWEEP_INTERVAL": "0.5"})
 
 
 def broadcast(port: int, db: Database, title: str, users: list[int]) -> None:
@@ -91,8 +60,7 @@ async def test_everyone_is_back_after_a_kill_and_nothing_is_lost_or_doubled(
         firsts = await asyncio.gather(*(take(c, 1) for c in clients))
         assert all(got[0].title == "before the crash" for got in firsts)
 
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
+        server.kill()
         server = start_server(db, port, tmp_path)
         async with asyncio.timeout(90):
             while any(c.stats.reconnects < 1 or not c.connected for c in clients):
@@ -105,6 +73,4 @@ async def test_everyone_is_back_after_a_kill_and_nothing_is_lost_or_doubled(
         assert extra == []
     finally:
         await asyncio.gather(*(c.close() for c in clients))
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=15)
+        server.stop()

@@ -42,8 +42,11 @@ class StarletteSocket:
             await self._ws.close(code, reason)
 
 
-async def _deny(ws: WebSocket, status: int, message: str) -> None:
-    await ws.send_denial_response(JSONResponse({"error": message}, status_code=status))
+async def _deny(
+    ws: WebSocket, status: int, message: str, headers: dict[str, str] | None = None
+) -> None:
+    response = JSONResponse({"error": message}, status_code=status, headers=headers)
+    await ws.send_denial_response(response)
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -73,11 +76,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         except Closed as refused:
             if refused.code == CLOSE_TRY_AGAIN_LATER:
                 retry = str(max(1, round(settings.ws_busy_retry_after)))
-                await ws.send_denial_response(
-                    JSONResponse(
-                        {"error": refused.reason}, status_code=503, headers={"Retry-After": retry}
-                    )
-                )
+                await _deny(ws, 503, refused.reason, {"Retry-After": retry})
             else:
                 await _deny(ws, 401, refused.reason)
             return

@@ -296,7 +296,13 @@ class QueueWrites:
     audit: str  # INSERT INTO audit_log (…) VALUES (one row)
 
     @classmethod
+    @functools.cache
     def for_dialect(cls, dialect: Dialect) -> QueueWrites:
+        """Built once per dialect (cached): the store and the delivery side share it."""
+        return cls._build(dialect)
+
+    @classmethod
+    def _build(cls, dialect: Dialect) -> QueueWrites:
         def binder(column: Column[Any]) -> Callable[[Any], Any]:
             process = column.type.dialect_impl(dialect).bind_processor(dialect)
             return process if process is not None else (lambda value: value)

@@ -105,6 +105,12 @@ class _Waiting:
         return None if r.idempotency_key is None else (r.actor_id, r.idempotency_key)
 
 
+async def queue_writes(session: AsyncSession) -> tuple[QueueWrites, AsyncConnection]:
+    """The inbox's hot statements for ``session``'s database, and its connection."""
+    connection = await session.connection()
+    return QueueWrites.for_dialect(connection.dialect), connection
+
+
 def validate(items: Sequence[NewNotification]) -> None:
     """What the databases would refuse, refused first (ValueError naming the field).
 
@@ -144,7 +150,6 @@ class NotificationStore:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._writes: QueueWrites | None = None
         #: Called after each commit with what was stored (the server counts them).
         self.listeners: list[CommitListener] = []
         self.id_watchers: list[IdWatcher] = []
@@ -366,7 +371,7 @@ class NotificationStore:
         """
         if not items:
             return []
-        writes, connection = await self._writes_for(session)
+        writes, connection = await queue_writes(session)
         created_at = writes.timestamp(now)
         stored: dict[int, Any] = {}
         rows: list[tuple[Any, ...]] = []
@@ -401,12 +406,6 @@ class NotificationStore:
                 text("SELECT pg_notify(:channel, '')"), {"channel": self._notify_channel}
             )
         return ids
-
-    async def _writes_for(self, session: AsyncSession) -> tuple[QueueWrites, AsyncConnection]:
-        connection = await session.connection()
-        if self._writes is None:
-            self._writes = QueueWrites.for_dialect(connection.dialect)
-        return self._writes, connection
 
     def abandoned(self, ids: Sequence[int]) -> None:
         """``ids`` from :meth:`write` whose transaction did not commit."""
