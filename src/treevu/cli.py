@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -448,7 +449,13 @@ def _run(settings: Settings, host: str, port: int, workers: int) -> None:
     # limit (1009), pings at the heartbeat interval.
     ws = ws_options(settings)
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", **ws)
+        served = create_app(settings)
+        # What start-up built (modules, the app, its routes) lives as long as the process:
+        # out of the collector's generations, so that collections walk only what requests and
+        # sockets allocate.
+        gc.collect()
+        gc.freeze()
+        uvicorn.run(served, host=host, port=port, log_level="info", **ws)
     else:
         uvicorn.run(
             "treevu.asgi:app", host=host, port=port, workers=workers, log_level="info", **ws

@@ -22,6 +22,8 @@ import pytest
 import uvicorn
 import websockets
 from sqlalchemy import create_engine, pool
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.asyncio.client import ClientConnection
 from websockets.extensions import Extension
 from websockets.extensions.permessage_deflate import (
@@ -39,6 +41,7 @@ from treevu.notifications.ws_protocol import (
     WINDOW_BITS,
     LeanPerMessageDeflate,
     ReceiveQueue,
+    TreevuWebSocketProtocol,
     WritableFlag,
     uvicorn_ws_options,
 )
@@ -282,3 +285,59 @@ async def test_a_refused_upgrade_is_not_logged_as_an_error(
         assert refused.value.response.status_code == 401
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_the_protocol_sets_up_everything_uvicorns_does() -> None:
+    """``TreevuWebSocketProtocol.__init__`` stands in for uvicorn's (which would build a
+    ServerProtocol, queue and event per socket to be thrown away): a uvicorn upgrade that adds
+    an attribute must not leave this class without it."""
+    config = uvicorn.Config(
+        lambda: None,
+        **uvicorn_ws_options(max_message_bytes=1024, compression=True, heartbeat_interval=5),
+    )
+    state = ServerState()
+    loop = asyncio.new_event_loop()
+    try:
+        theirs = WebSocketsSansIOProtocol(config, state, {}, _loop=loop)
+        ours = TreevuWebSocketProtocol(config, state, {}, _loop=loop)
+    finally:
+        loop.close()
+    assert set(vars(ours)) == set(vars(theirs))
+    assert isinstance(ours.queue, ReceiveQueue)
+    assert isinstance(ours.writable, WritableFlag)
+    assert ours.conn.max_message_size == 1024
+    same = {
+        "config", "app", "loop", "root_path", "asgi_version", "app_state", "connections",
+        "tasks", "default_headers", "handshake_initiated", "handshake_complete", "close_sent",
+        "disconnected", "close_timeout", "read_paused", "ping_interval", "ping_timeout",
+        "ping_sent_at", "last_ping_rtt", "frames", "curr_msg_data_type",
+    }  # fmt: skip
+    assert {name: getattr(ours, name) for name in same} == {
+        name: getattr(theirs, name) for name in same
+    }
+
+
+async def test_accepted_sockets_are_logged_at_debug_errors_as_before(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def one_socket() -> list[logging.LogRecord]:
+        caplog.clear()
+        with serving(db, compression=True) as server:
+            async with websockets.connect(
+                server.ws_url,
+                additional_headers={"Authorization": f"Bearer {token_for(db, EMPLOYEE_ID)}"},
+            ) as ws:
+                assert (await recv(ws))["type"] == "welcome"
+        return [
+            r
+            for r in caplog.records
+            if "[accepted]" in r.getMessage() or r.getMessage() == "connection open"
+        ]
+
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    assert await one_socket() == []
+    caplog.set_level(logging.DEBUG, logger="uvicorn.error")
+    per_socket = await one_socket()
+    assert sorted(r.getMessage() for r in per_socket)[-1] == "connection open"
+    assert len(per_socket) == 2
+    assert {r.levelno for r in per_socket} == {logging.DEBUG}

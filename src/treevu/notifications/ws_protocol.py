@@ -24,6 +24,7 @@ from uvicorn's config as usual.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -223,6 +224,22 @@ class WritableFlag:
 _DEFLATE: Final = (LeanDeflateFactory(),)
 
 
+class _PerSocketAtDebug(logging.LoggerAdapter[logging.Logger]):
+    """``uvicorn.error`` for one socket, with the per-socket INFO lines of uvicorn and
+    websockets (``"WebSocket /ws" [accepted]``, ``connection open``: two per handshake,
+    thousands a second in a reconnect storm) at DEBUG; warnings and errors as they were."""
+
+    @property
+    def level(self) -> int:  # uvicorn reads it to decide on its TRACE lines
+        return self.logger.level
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_SOCKET_LOG: Final = _PerSocketAtDebug(logging.getLogger("uvicorn.error"))
+
+
 class TreevuWebSocketProtocol(WebSocketsSansIOProtocol):
     """``WebSocketsSansIOProtocol`` with :class:`LeanDeflateFactory` and a leaner handshake."""
 
@@ -233,17 +250,51 @@ class TreevuWebSocketProtocol(WebSocketsSansIOProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        # The parent builds a ServerProtocol with uvicorn's deflate settings; replace it before
-        # any byte arrives.
+        # The parent's __init__, less what this class replaces: it would build a
+        # ServerProtocol, an asyncio.Queue and an asyncio.Event per socket only for them to be
+        # thrown away (a tenth of a handshake's CPU). ``test_ws_protocol_class`` checks that
+        # this sets every attribute the parent's does.
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger = _SOCKET_LOG  # type: ignore[assignment]
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.default_headers = server_state.default_headers
+        self.transport = None  # type: ignore[assignment]
+        self.server = None
+        self.client = None
+        self.scheme = None  # type: ignore[assignment]
+        # Same interface as asyncio's Queue and Event, a fraction of the memory.
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.handshake_initiated = False
+        self.handshake_complete = False
+        self.close_sent = False
+        self.disconnected = False
+        self.close_timer = None
+        self.close_timeout = 10.0
+        self.initial_response = None
         self.conn = ServerProtocol(
             extensions=_DEFLATE if config.ws_per_message_deflate else None,
             max_size=config.ws_max_size,
-            logger=self.logger,
+            logger=_SOCKET_LOG,
         )
-        # Same interface, a fraction of the memory (see the module docstring).
-        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.read_paused = False
         self.writable = WritableFlag()  # type: ignore[assignment]
+        self.ping_interval = config.ws_ping_interval
+        self.ping_timeout = config.ws_ping_timeout
+        self.ping_timer = None
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        self.ping_sent_at = 0.0
+        self.last_ping_rtt = 0.0
+        self.frames = []
+        self.curr_msg_data_type = "bytes"
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

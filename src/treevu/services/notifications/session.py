@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import bindparam, select
 
@@ -34,10 +34,13 @@ from treevu.services.auth import AuthError, Claims, TokenVerifier
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
 from treevu.services.notifications import inbox as inbox_ops
-from treevu.services.notifications.delivery import Delivery, Opening
+from treevu.services.notifications.delivery import UNREAD_COUNT, Delivery, Opening
 from treevu.services.notifications.presence import Presence
 
 log = logging.getLogger(__name__)
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+_T = TypeVar("_T")
 
 
 class Socket(Protocol):
@@ -68,10 +71,11 @@ def _int_field(msg: dict[str, Any], name: str) -> int:
     return value
 
 
-#: A socket's user, read by id (built once, like the opening reads in ``delivery.py``).
-_USER = select(User.id, User.role, User.manager_id, User.is_active).where(
-    User.id == bindparam("uid")
-)
+#: A socket's user and their unread count, read by id in one statement (built once, like the
+#: opening reads in ``delivery.py``).
+_USER = select(
+    User.id, User.role, User.manager_id, User.is_active, UNREAD_COUNT.scalar_subquery()
+).where(User.id == bindparam("uid"))
 
 
 class Opened(NamedTuple):
@@ -143,6 +147,11 @@ class SessionServer:
         self._readers = ThreadPoolExecutor(
             svc.settings.ws_opening_concurrency + 1, thread_name_prefix="ws-opening"
         )
+        #: On SQLite the reads run on the event loop itself: they are local-file reads that
+        #: never wait for a writer (WAL), ~0.1 ms a handshake, where the hop to a thread and
+        #: back costs ~0.3 ms of CPU (bench/ws_handshake.py). Over a network they would stall
+        #: the loop for a round trip each, so PostgreSQL and MariaDB use the threads.
+        self._on_loop = svc.settings.is_sqlite
 
     async def heartbeat(self) -> None:
         """Heartbeat every socket; close expired tokens (4403) and deactivated users (4401)."""
@@ -176,24 +185,27 @@ class SessionServer:
         return Closed(CLOSE_TRY_AGAIN_LATER, f"server busy; retry after {seconds}s")
 
     async def open(self, token: str, last_id: int | None) -> Opened:
-        """Verify the token, read the user and what to send after ``welcome`` — as one call in
-        a worker thread on one pooled connection (a handshake costs one thread hop, not one
-        per statement), within an admission slot.
+        """Verify the token, read the user and what to send after ``welcome`` — as one call
+        (in a worker thread, but for SQLite: see ``_on_loop``) on one pooled connection, within
+        an admission slot.
 
         Raises :class:`Closed`: 4401 (bad token, unknown or inactive user), 4403 (expired),
         1013 (busy: with a retry hint; or the database is away).
         """
         try:
             async with self.admission.slot():
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._readers, self._open, token, last_id
-                )
+                return await self._read(self._open, token, last_id)
         except Busy:
             raise self.busy() from None
         except Closed:
             raise
         except Exception as exc:
             raise _unavailable_or(exc) from exc
+
+    async def _read(self, reads: Callable[[_A, _B], _T], a: _A, b: _B) -> _T:
+        if self._on_loop:
+            return reads(a, b)
+        return await asyncio.get_running_loop().run_in_executor(self._readers, reads, a, b)
 
     def _open(self, token: str, last_id: int | None) -> Opened:
         try:
@@ -205,8 +217,10 @@ class SessionServer:
             user = conn.execute(_USER, {"uid": claims.user_id}).first()
             if user is None or not user[3]:
                 raise Closed(CLOSE_UNAUTHENTICATED, "unknown or inactive user")
-            uid, role, manager_id, _ = user
-            opening = self.delivery.opening(conn, uid, last_id, self.settings.replay_bound)
+            uid, role, manager_id, _, unread = user
+            opening = self.delivery.opening(
+                conn, uid, last_id, self.settings.replay_bound, int(unread or 0)
+            )
         return Opened(Actor(uid, role, manager_id), claims, last_id, opening)
 
     def _reopen(self, user_id: int, last_id: int) -> Opening:
@@ -357,9 +371,7 @@ class SessionServer:
             last_id = _int_field(msg, "lastId")
             conn.begin_replay()
             try:
-                opening = await asyncio.get_running_loop().run_in_executor(
-                    self._readers, self._reopen, conn.user_id, last_id
-                )
+                opening = await self._read(self._reopen, conn.user_id, last_id)
                 self._resumed(conn, last_id, opening)
             finally:
                 conn.end_replay()
