@@ -22,7 +22,7 @@ from treevu.api.rest import router as rest_router
 from treevu.api.trpc import router as trpc_router
 from treevu.api.ws import WS_PATH, websocket_endpoint
 from treevu.config import Settings
-from treevu.db import SEGMENT_CHANGED
+from treevu.db import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED
 from treevu.db.migrate import current_revision, head_revision
 from treevu.notifications.broker import make_broker
 from treevu.notifications.crypto import DataCipher
@@ -31,11 +31,13 @@ from treevu.notifications.ws_protocol import uvicorn_ws_options
 from treevu.segmentation.policy import default_policy
 from treevu.services.auth import TokenVerifier
 from treevu.services.context import Services, StatsCache
+from treevu.services.jobs import Scheduler
 from treevu.services.limits import RateLimits
-from treevu.services.notifications import notices
+from treevu.services.notifications import compliance, notices
 from treevu.services.notifications.node import Realtime
 from treevu.services.notifications.store import NotificationStore
 from treevu.services.outbox import OutboxRelay
+from treevu.services.rewards import achievements
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +88,18 @@ def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: E
     store = NotificationStore(
         sessions, cipher, clock, broker, notify_channel=settings.pg_notify_channel
     )
-    relay = OutboxRelay(sessions, store, clock, {SEGMENT_CHANGED: notices.segment_changed})
+    policy = default_policy()
+    handlers = {
+        SEGMENT_CHANGED: notices.segment_changed(policy, settings.survey_valid_days),
+        ACHIEVEMENTS_CHECK: achievements.check,
+        COMPLIANCE_BATCH: compliance.send_batch,
+    }
+    relay = OutboxRelay(sessions, store, clock, handlers)
     return Services(
         settings=settings,
         sessions=sessions,
         bulk_engine=bulk_engine,
-        policy=default_policy(),
+        policy=policy,
         clock=clock,
         cipher=cipher,
         broker=broker,
@@ -160,9 +168,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.realtime = realtime
         await services.open()
         await realtime.start()
+        scheduler = Scheduler(services, realtime)
+        scheduler.start()
         try:
             yield
         finally:
+            scheduler.stop()
             await realtime.stop()
             await services.close()
             await async_engine.dispose()

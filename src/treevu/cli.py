@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -39,7 +40,11 @@ from treevu.segmentation.policy import default_policy
 from treevu.segmentation.recommendations import recommendation_counts
 from treevu.segmentation.survey import SurveyError, score_survey
 from treevu.services.auth import mint_token
-from treevu.services.context import Services
+from treevu.services.context import Actor, Services
+from treevu.services.errors import ServiceError
+from treevu.services.jobs import Empty as JobsEmpty
+from treevu.services.jobs import list_jobs
+from treevu.services.jobs import run_now as run_job_now
 from treevu.services.notifications.inbox import send
 from treevu.services.notifications.store import AuditEntry, CreateRequest, NewNotification
 from treevu.services.people.importer import ImportRejected, import_inputs, import_users
@@ -50,6 +55,8 @@ app = typer.Typer(help="Treevü Engage: notifications and financial-wellness seg
 db_app = typer.Typer(help="Database migrations.")
 segment_app = typer.Typer(help="Segmentation jobs.")
 import_app = typer.Typer(help="Load users or employee inputs from CSV.")
+jobs_app = typer.Typer(help="Scheduled jobs: list them, or run one now.")
+app.add_typer(jobs_app, name="jobs")
 keys_app = typer.Typer(help="Encryption keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(segment_app, name="segment")
@@ -392,6 +399,43 @@ async def _notify(services: Services, item: NewNotification) -> tuple[list[int],
     audit = AuditEntry(None, "notification.create", {"userId": item.user_id, "via": "cli"})
     ids, muted, _ = await send(services, CreateRequest([item], audit=audit))
     return ids, muted
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Every scheduled job: scope, schedule, last run and next run."""
+    settings = _settings()
+    _require_migrated(settings)
+    admin = Actor(0, "admin")
+    listed = asyncio.run(_with_services(settings, lambda svc: list_jobs(svc, admin, JobsEmpty())))
+    table = Table("job", "scope", "schedule", "last run", "result", "next run")
+    for job in listed:
+        last = job.last_run
+        table.add_row(
+            job.name,
+            job.scope,
+            job.schedule,
+            "—" if last is None else f"{last.started_at:%Y-%m-%d %H:%M:%S} on {last.node}",
+            "—" if last is None else f"{'ok' if last.ok else 'FAILED'} {json.dumps(last.result)}",
+            f"{job.next_run:%Y-%m-%d %H:%M:%S} UTC",
+        )
+    out.print(table)
+
+
+@jobs_app.command("run")
+def jobs_run(name: Annotated[str, typer.Argument(help="a job from `treevu jobs list`")]) -> None:
+    """Run a cluster job now (recorded and audited like a scheduled run)."""
+    settings = _settings()
+    _require_migrated(settings)
+    try:
+        run = asyncio.run(_with_services(settings, lambda svc: run_job_now(svc, name)))
+    except ServiceError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    status = "ok" if run.ok else "FAILED"
+    out.print(f"{name}: {status} {json.dumps(run.result)}")
+    if not run.ok:
+        raise typer.Exit(1)
 
 
 @keys_app.command("rotate")

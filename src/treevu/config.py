@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     recompute_per_day: int = Field(default=1, ge=1)
     stats_cache_seconds: float = Field(default=3600.0, ge=0)
     survey_valid_days: int = Field(default=180, ge=1)
+    #: Interval overrides of scheduled jobs, in seconds, by name (JSON; tests, operations).
+    job_intervals: dict[str, Annotated[float, Field(gt=0)]] = {}
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

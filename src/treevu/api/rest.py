@@ -8,7 +8,9 @@ from fastapi import APIRouter, Header, Path, Query
 
 from treevu.api.deps import CurrentActor, ServicesDep
 from treevu.segmentation.policy import SegmentName
+from treevu.services import audit, jobs
 from treevu.services.bounds import MAX_INT
+from treevu.services.notifications import compliance
 from treevu.services.notifications import inbox as N
 from treevu.services.notifications.preferences import Preferences
 from treevu.services.people import users as people
@@ -23,6 +25,8 @@ from treevu.services.people.users import (
     UserOut,
     UserPage,
 )
+from treevu.services.rewards import points, tiers
+from treevu.services.segmentation import feedback
 from treevu.services.segmentation import queries as segmentation
 from treevu.services.segmentation.queries import (
     CampaignTargets,
@@ -277,3 +281,93 @@ async def broadcast_notification(
     idempotency_key: IdempotencyHeader = None,
 ) -> N.BroadcastResult:
     return await N.broadcast(svc, actor, body, idempotency_key)
+
+
+# -- rewards, recommendations, compliance, audit, jobs (SPEC §9) ---------------------------------
+
+
+@router.get("/rewards/tiers", response_model=list[tiers.TierOut], **RESPONSE_OPTIONS)
+async def reward_tiers(svc: ServicesDep, actor: CurrentActor) -> list[tiers.TierOut]:
+    return await tiers.get_tiers(svc, actor, tiers.Empty())
+
+
+@router.put("/rewards/tiers", response_model=list[tiers.TierOut], **RESPONSE_OPTIONS)
+async def set_reward_tiers(
+    body: tiers.TiersUpdate, svc: ServicesDep, actor: CurrentActor
+) -> list[tiers.TierOut]:
+    return await tiers.set_tiers(svc, actor, body)
+
+
+@router.get("/me/tier", response_model=tiers.MyTier, **RESPONSE_OPTIONS)
+async def my_tier(svc: ServicesDep, actor: CurrentActor) -> tiers.MyTier:
+    return await tiers.get_my_tier(svc, actor, tiers.Empty())
+
+
+@router.post(
+    "/employees/{userId}/points",
+    response_model=points.PointsAwarded,
+    status_code=201,
+    **RESPONSE_OPTIONS,
+)
+async def award_points(
+    user_id: UserIdPath,
+    body: points.PointsIn,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    idempotency_key: IdempotencyHeader = None,
+) -> points.PointsAwarded:
+    inp = points.AwardPoints(user_id=user_id, points=body.points, reason=body.reason)
+    return await points.award_points(svc, actor, inp, idempotency_key)
+
+
+@router.post(
+    "/employees/{userId}/activity",
+    response_model=points.ActivityOut,
+    status_code=201,
+    **RESPONSE_OPTIONS,
+)
+async def record_activity(
+    user_id: UserIdPath, body: points.ActivityBody, svc: ServicesDep, actor: CurrentActor
+) -> points.ActivityOut:
+    return await points.record_activity(
+        svc, actor, points.ActivityIn(user_id=user_id, kind=body.kind)
+    )
+
+
+@router.post(
+    "/me/recommendations/{recommendationId}/{action}",
+    response_model=feedback.FeedbackOut,
+    **RESPONSE_OPTIONS,
+)
+async def recommendation_feedback(
+    recommendation_id: Annotated[str, Path(alias="recommendationId", max_length=64)],
+    action: feedback.Action,
+    svc: ServicesDep,
+    actor: CurrentActor,
+) -> feedback.FeedbackOut:
+    ref = feedback.RecommendationRef(recommendation_id=recommendation_id)
+    return await feedback.ACTIONS[action](svc, actor, ref)
+
+
+@router.post(
+    "/admin/compliance-alerts",
+    response_model=compliance.ComplianceScheduled,
+    status_code=202,
+    **RESPONSE_OPTIONS,
+)
+async def compliance_alert(
+    body: compliance.ComplianceAlert, svc: ServicesDep, actor: CurrentActor
+) -> compliance.ComplianceScheduled:
+    return await compliance.compliance_alert(svc, actor, body)
+
+
+@router.get("/audit", response_model=audit.AuditPage, **RESPONSE_OPTIONS)
+async def audit_log(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[audit.AuditListInput, Query()]
+) -> audit.AuditPage:
+    return await audit.list_audit(svc, actor, query)
+
+
+@router.get("/jobs", response_model=list[jobs.JobOut], **RESPONSE_OPTIONS)
+async def job_list(svc: ServicesDep, actor: CurrentActor) -> list[jobs.JobOut]:
+    return await jobs.list_jobs(svc, actor, jobs.Empty())

@@ -23,10 +23,14 @@ from pydantic import BaseModel, ValidationError
 from treevu import jsonbound
 from treevu.api.deps import authenticate
 from treevu.jsonbound import TooDeep
+from treevu.services import audit, jobs
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
+from treevu.services.notifications import compliance
 from treevu.services.notifications import inbox as N
 from treevu.services.people import users as people
+from treevu.services.rewards import points, tiers
+from treevu.services.segmentation import feedback
 from treevu.services.segmentation import queries as segmentation
 
 router = APIRouter(prefix="/trpc", include_in_schema=False)
@@ -87,6 +91,17 @@ PROCEDURES: dict[str, Procedure] = {
         "mutation", N.CreateNotification, N.create_notification, True
     ),
     "notifications.broadcast": Procedure("mutation", N.Broadcast, N.broadcast, True),
+    "notifications.complianceAlert": _m(compliance.ComplianceAlert, compliance.compliance_alert),
+    "rewards.getTiers": _q(tiers.Empty, tiers.get_tiers),
+    "rewards.setTiers": _m(tiers.TiersUpdate, tiers.set_tiers),
+    "rewards.getMyTier": _q(tiers.Empty, tiers.get_my_tier),
+    "rewards.awardPoints": Procedure("mutation", points.AwardPoints, points.award_points, True),
+    "activity.record": _m(points.ActivityIn, points.record_activity),
+    "recommendations.click": _m(feedback.RecommendationRef, feedback.click),
+    "recommendations.dismiss": _m(feedback.RecommendationRef, feedback.dismiss),
+    "recommendations.complete": _m(feedback.RecommendationRef, feedback.complete),
+    "audit.list": _q(audit.AuditListInput, audit.list_audit),
+    "jobs.list": _q(jobs.Empty, jobs.list_jobs),
 }
 
 JSONRPC_CODES = {

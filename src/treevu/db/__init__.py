@@ -3,12 +3,15 @@
 from treevu.db.base import Base, UtcDateTime, utcnow
 from treevu.db.engagement import (
     RECOMMENDATION_EVENT_KINDS,
+    Achievement,
     AuditLog,
+    PointRule,
+    PointsEntry,
     RecommendationEvent,
     RewardTier,
-    UserTier,
 )
 from treevu.db.inputs import EmployeeInputs, SurveyResponse
+from treevu.db.jobs import JobRun
 from treevu.db.notifications import (
     NOTIFICATION_STATUSES,
     IdempotencyKey,
@@ -16,7 +19,7 @@ from treevu.db.notifications import (
     NotificationQueue,
     WebsocketConnection,
 )
-from treevu.db.outbox import SEGMENT_CHANGED, OutboxEvent
+from treevu.db.outbox import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED, OutboxEvent
 from treevu.db.programs import Campaign, CampaignDelivery, Intervention
 from treevu.db.segments import EmployeeSegment, SegmentHistory
 from treevu.db.users import ROLES, User
@@ -25,7 +28,10 @@ __all__ = [
     "NOTIFICATION_STATUSES",
     "RECOMMENDATION_EVENT_KINDS",
     "ROLES",
+    "ACHIEVEMENTS_CHECK",
+    "COMPLIANCE_BATCH",
     "SEGMENT_CHANGED",
+    "Achievement",
     "AuditLog",
     "Base",
     "Campaign",
@@ -34,15 +40,17 @@ __all__ = [
     "EmployeeSegment",
     "IdempotencyKey",
     "Intervention",
+    "JobRun",
     "NotificationPreferences",
     "NotificationQueue",
     "OutboxEvent",
+    "PointRule",
+    "PointsEntry",
     "RecommendationEvent",
     "RewardTier",
     "SegmentHistory",
     "SurveyResponse",
     "User",
-    "UserTier",
     "UtcDateTime",
     "WebsocketConnection",
     "utcnow",

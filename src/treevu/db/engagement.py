@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from treevu.db.base import Base, utcnow
@@ -36,18 +36,64 @@ class RewardTier(Base):
     min_points: Mapped[int] = mapped_column("minPoints", Integer, unique=True)
     discount_percentage: Mapped[int] = mapped_column("discountPercentage", Integer, default=0)
     benefits: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: The benefits in a sentence, for the ``tier_upgrade`` message.
+    description: Mapped[str] = mapped_column(String(500), default="")
 
 
-class UserTier(Base):
-    """The tier each user last reached, so an upgrade is noticed once."""
+class PointsEntry(Base):
+    """One change of a TreePoints balance: earned (> 0) or spent (< 0), with why and by whom.
 
-    __tablename__ = "user_tiers"
+    ``balanceAfter`` is the balance this entry left; ``(actorId, idempotencyKey)`` is unique,
+    so a retried award with the same key finds its first entry instead of adding a second.
+    """
 
-    user_id: Mapped[int] = mapped_column(
-        "userId", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    __tablename__ = "points_ledger"
+    __table_args__ = (
+        UniqueConstraint("actorId", "idempotencyKey", name="uq_points_ledger_actor_key"),
+        Index("idx_points_ledger_user", "userId", "id"),
     )
-    tier: Mapped[str] = mapped_column(String(50))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        "userId", Integer, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    points: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(255))
+    balance_after: Mapped[int] = mapped_column("balanceAfter", Integer)
+    actor_id: Mapped[int | None] = mapped_column("actorId", Integer, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        "idempotencyKey", String(255), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)
+
+
+class PointRule(Base):
+    """TreePoints the app gives for one of its own events (goal completed, …): data, not code."""
+
+    __tablename__ = "point_rules"
+
+    event: Mapped[str] = mapped_column(String(50), primary_key=True)
+    points: Mapped[int] = mapped_column(Integer)
+
+
+class Achievement(Base):
+    """A tier or milestone a person reached: one row per person, kind and threshold, ever —
+    the unique key is what makes each announcement happen once, on any number of nodes."""
+
+    __tablename__ = "achievements"
+    __table_args__ = (
+        UniqueConstraint("userId", "kind", "threshold", name="uq_achievements_user_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        "userId", Integer, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    threshold: Mapped[str] = mapped_column(String(50))
     reached_at: Mapped[datetime] = mapped_column("reachedAt", default=utcnow)
+    #: False: recorded without a notification (what a seeded population had already reached).
+    announced: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class AuditLog(Base):

@@ -10,6 +10,11 @@ from treevu.db.base import Base, utcnow
 
 #: Kinds of domain event; each has a handler in the relay (``services/outbox.py``).
 SEGMENT_CHANGED: Final = "segment.changed"
+#: A user's points, goals or FWI moved up: check their tiers and milestones (payload: the FWI
+#: before and after, when it was a recompute that moved it).
+ACHIEVEMENTS_CHECK: Final = "achievements.check"
+#: One paced batch of a compliance alert (payload: title, message, userIds, actorId).
+COMPLIANCE_BATCH: Final = "compliance.batch"
 
 
 class OutboxEvent(Base):
@@ -30,3 +35,5 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column("processedAt", nullable=True)
+    #: Not relayed before this time (paced sending); None: at once.
+    available_at: Mapped[datetime | None] = mapped_column("availableAt", nullable=True)

@@ -10,7 +10,15 @@ from typing import Annotated
 
 from pydantic import Field
 
+from treevu.services.errors import bad_request
+
 MAX_INT = 2**31 - 1
 
 #: A row id as a client may send it.
 RowId = Annotated[int, Field(ge=1, le=MAX_INT)]
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """An ``Idempotency-Key`` header is 1 to 255 characters (the column's width)."""
+    if key is not None and not 1 <= len(key) <= 255:
+        raise bad_request("Idempotency-Key", "must be 1 to 255 characters")

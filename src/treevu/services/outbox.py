@@ -5,7 +5,9 @@ A relay claims a batch of unprocessed events (``SELECT … FOR UPDATE SKIP LOCKE
 database has it, then ``UPDATE … SET processedAt WHERE processedAt IS NULL``, whose row count
 proves the claim on every database), turns them into notifications through the handlers, and
 stores those notifications in the same transaction as the claim. A relay killed at any point
-leaves either the events unclaimed and no notifications, or both committed.
+leaves either the events unclaimed and no notifications, or both committed. An event with an
+``availableAt`` waits until then (paced sending: each batch of a compliance alert has its
+minute).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -85,8 +87,11 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Claim and process up to ``batch`` events in one transaction; 0 when none is left."""
-        pending = (OutboxEvent.processed_at.is_(None),)
         async with self._sessions() as session:
+            pending = (
+                OutboxEvent.processed_at.is_(None),
+                or_(OutboxEvent.available_at.is_(None), OutboxEvent.available_at <= self._clock()),
+            )
             ids = list(
                 await session.scalars(
                     select(OutboxEvent.id)
@@ -101,7 +106,7 @@ class OutboxRelay:
             now = self._clock()
             claimed = await session.execute(
                 update(OutboxEvent)
-                .where(OutboxEvent.id.in_(ids), *pending)
+                .where(OutboxEvent.id.in_(ids), OutboxEvent.processed_at.is_(None))
                 .values(processed_at=now)
                 .execution_options(synchronize_session=False)
             )

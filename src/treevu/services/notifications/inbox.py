@@ -12,7 +12,7 @@ from treevu.db import EmployeeSegment, NotificationPreferences, NotificationQueu
 from treevu.notifications.broker import Envelope
 from treevu.notifications.wire import UNREAD, NotificationType, check_data, check_text
 from treevu.segmentation.policy import SegmentName
-from treevu.services.bounds import MAX_INT, RowId
+from treevu.services.bounds import MAX_INT, RowId, check_idempotency_key
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, not_found
 from treevu.services.notifications.delivery import public, unread_count
@@ -308,11 +308,6 @@ async def _existing_users(svc: Services, user_ids: list[int]) -> set[int]:
     return found
 
 
-def _check_key(key: str | None) -> None:
-    if key is not None and not 1 <= len(key) <= 255:
-        raise bad_request("Idempotency-Key", "must be 1 to 255 characters")
-
-
 async def _admin_quota(svc: Services, actor: Actor, count: int) -> None:
     retry_after = await svc.limits.admin_send(actor.user_id, count)
     if retry_after is not None:
@@ -333,7 +328,7 @@ async def create_notification(
     between concurrent requests with one key.
     """
     actor.require_admin()
-    _check_key(idempotency_key)
+    check_idempotency_key(idempotency_key)
     ids = (
         None if idempotency_key is None else await svc.store.lookup(actor.user_id, idempotency_key)
     )
@@ -371,7 +366,7 @@ async def broadcast(
 ) -> BroadcastResult:
     """Admin: one notification to each of ``userIds`` or of a segment's members."""
     actor.require_admin()
-    _check_key(idempotency_key)
+    check_idempotency_key(idempotency_key)
     if (inp.user_ids is None) == (inp.segment is None):
         raise bad_request("userIds", "give exactly one of userIds or segment")
     if idempotency_key is not None:

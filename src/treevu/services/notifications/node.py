@@ -1,8 +1,9 @@
 """One server process's realtime side: hub, delivery, presence, sessions, and their jobs.
 
-Created and stopped by the app's lifespan. The jobs — heartbeats with the token re-check,
-the tail of rows other processes committed, the pending sweep, presence heartbeats and
-dead-node clean-up, and the outbox relay — run once per process.
+Created and stopped by the app's lifespan. Its loops — heartbeats with the token re-check,
+the tail of rows other processes committed, presence heartbeats, and the outbox relay — run
+once per process; the pending sweep and the dead-node clean-up are scheduled jobs
+(``services/jobs.py``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class Realtime:
         svc.store.id_watchers.append(self.delivery)
         self._jobs = [
             asyncio.create_task(self._every(s.heartbeat_interval, self.heartbeat), name="hb"),
-            asyncio.create_task(self._every(s.sweep_interval, self.sweep), name="sweep"),
             asyncio.create_task(
                 self._every(s.heartbeat_interval, self.presence_heartbeat), name="presence"
             ),
@@ -131,9 +131,6 @@ class Realtime:
 
     async def presence_heartbeat(self) -> None:
         await self.presence.heartbeat()
-        await self.presence.remove_dead_nodes(
-            timedelta(seconds=3 * self.settings.heartbeat_interval)
-        )
 
     async def refresh_gauges(self, max_age_seconds: float = 30.0) -> None:
         """Segment sizes and read/click rates for ``/metrics``, recounted at most every 30 s."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from treevu.db import OutboxEvent
-from treevu.segmentation.policy import SegmentName
+from treevu.segmentation.policy import Policy, SegmentName
 from treevu.services.notifications.preferences import unmuted
 from treevu.services.notifications.store import NewNotification
+from treevu.services.outbox import Handler
+from treevu.services.segmentation.queries import ranked_for
 
 SEGMENT_MESSAGES: Final[dict[SegmentName, tuple[str, str]]] = {
     "crisis_intervention": (
@@ -36,28 +38,42 @@ SEGMENT_MESSAGES: Final[dict[SegmentName, tuple[str, str]]] = {
 }
 
 
-async def segment_changed(
-    session: AsyncSession, events: Sequence[OutboxEvent]
-) -> list[NewNotification]:
-    """A changed segment is told to its user; entering crisis is an unmutable update."""
-    items = []
-    for event in events:
-        to_segment = event.payload.get("toSegment")
-        if event.user_id is None or to_segment not in SEGMENT_MESSAGES:
-            continue
-        crisis = to_segment == "crisis_intervention"
-        title, message = SEGMENT_MESSAGES[to_segment]
-        items.append(
-            NewNotification(
-                event.user_id,
-                "intervention_update" if crisis else "recommendation",
-                title,
-                message,
-                data={
-                    "fromSegment": event.payload.get("fromSegment"),
-                    "toSegment": to_segment,
-                    **({"crisis": True} if crisis else {}),
-                },
-            )
-        )
-    return await unmuted(session, items)
+def segment_changed(policy: Policy, survey_valid_days: int) -> Handler:
+    """The relay's handler of ``segment.changed``: each change is told to its user, once.
+
+    Entering crisis is an unmutable ``intervention_update``; any other change is one
+    ``recommendation`` naming the best item of the person's new ranking (SPEC §9
+    Recommendations), with its id so that the client can open, click or dismiss it.
+    """
+
+    async def handle(session: AsyncSession, events: Sequence[OutboxEvent]) -> list[NewNotification]:
+        items = []
+        for event in events:
+            to_segment = event.payload.get("toSegment")
+            if event.user_id is None or to_segment not in SEGMENT_MESSAGES:
+                continue
+            title, message = SEGMENT_MESSAGES[to_segment]
+            data: dict[str, Any] = {
+                "fromSegment": event.payload.get("fromSegment"),
+                "toSegment": to_segment,
+            }
+            if to_segment == "crisis_intervention":
+                items.append(
+                    NewNotification(
+                        event.user_id,
+                        "intervention_update",
+                        title,
+                        message,
+                        {**data, "crisis": True},
+                    )  # fmt: skip
+                )
+                continue
+            now = event.processed_at or event.created_at
+            best = await ranked_for(session, policy, event.user_id, now, survey_valid_days, 1)
+            if best:
+                message = f"{message} Start with: {best[0].title}."
+                data |= {"recommendationId": best[0].id, "category": best[0].category}
+            items.append(NewNotification(event.user_id, "recommendation", title, message, data))
+        return await unmuted(session, items)
+
+    return handle

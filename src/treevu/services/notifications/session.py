@@ -36,6 +36,7 @@ from treevu.services.errors import ServiceError, database_unavailable
 from treevu.services.notifications import inbox as inbox_ops
 from treevu.services.notifications.delivery import UNREAD_COUNT, Delivery, Opening
 from treevu.services.notifications.presence import Presence
+from treevu.services.segmentation import feedback
 
 log = logging.getLogger(__name__)
 _A = TypeVar("_A")
@@ -375,6 +376,17 @@ class SessionServer:
                 self._resumed(conn, last_id, opening)
             finally:
                 conn.end_replay()
+        elif kind == "recommendation":
+            # {"type": "recommendation", "action": "click"|"dismiss"|"complete",
+            #  "recommendationId": "…"}: the same as POST /api/v1/me/recommendations/…
+            action = msg.get("action")
+            if action not in feedback.ACTIONS:
+                raise ValueError("action: must be click, dismiss or complete")
+            rid = msg.get("recommendationId")
+            if not isinstance(rid, str) or not 1 <= len(rid) <= 64:
+                raise ValueError("recommendationId: must be a string of 1 to 64 characters")
+            ref = feedback.RecommendationRef(recommendation_id=rid)
+            await feedback.ACTIONS[action](self.svc, actor, ref)
         elif kind == "auth":
             conn.send_control(_error("already_authenticated", "this session is authenticated"))
         else:

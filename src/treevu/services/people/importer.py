@@ -22,6 +22,7 @@ from treevu.db.bulk import after_explicit_ids, upsert_row
 from treevu.db.users import ROLES
 from treevu.segmentation.engine import COUNT_INPUTS, INPUT_NAMES, InputError, validate_record
 from treevu.services.bounds import MAX_INT
+from treevu.services.rewards.achievements import checks_due
 
 USER_COLUMNS = ("id", "email", "name", "role", "managerId", "department")
 _EMAIL: TypeAdapter[str] = TypeAdapter(EmailStr)
@@ -207,6 +208,10 @@ def import_inputs(
                     values["surveyAt"] = now
                 table = cast(Table, EmployeeInputs.__table__)
                 session.execute(upsert_row(table, values, "userId", engine.dialect))
+            # New points or goals may reach a tier or a milestone: checked by the relay.
+            ids = sorted({int(row["userId"]) for row in good})
+            for start in range(0, len(ids), 1000):
+                session.execute(checks_due(now, ids[start : start + 1000]))
 
         report = _apply(errors, skip_invalid, len(good), write)
         report.user_ids = sorted({int(row["userId"]) for row in good})

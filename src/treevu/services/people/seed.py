@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 from treevu.db.bulk import after_explicit_ids, copy_rows, db_timestamp, placeholder
 from treevu.population import DEPARTMENTS, ROLES, Population
 from treevu.segmentation.engine import INPUT_NAMES
+from treevu.services.rewards.achievements import baseline
 
 CHUNK: Final = 50_000
 #: Survey dates spread over this many days back: some fall outside the 180-day window.
@@ -51,7 +52,8 @@ INPUT_COLUMNS: Final = (
 def write_population(
     engine: Engine, population: Population, *, now: datetime, progress: ProgressFn | None = None
 ) -> int:
-    """Insert (or replace) every user of ``population`` and the inputs of those who have them."""
+    """Insert (or replace) every user of ``population`` and the inputs of those who have them;
+    the tiers and milestones they have reached are recorded as already announced."""
     n = len(population.user_id)
     with engine.begin() as conn:
         users = _user_columns(population, db_timestamp(conn, now))
@@ -71,6 +73,9 @@ def write_population(
             after_explicit_ids(conn, "users")
         finally:
             cur.close()
+        # What this synthetic company had reached before the product watched: not news.
+        for statement in baseline(now):
+            conn.execute(statement)
     return n
 
 

@@ -14,6 +14,8 @@ from treevu.segmentation.survey import SurveyError, score_survey
 from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
+from treevu.services.rewards.achievements import checks_due
+from treevu.services.rewards.points import earn
 from treevu.services.segmentation.queries import (
     UserRef,
     WellnessProfile,
@@ -201,7 +203,10 @@ async def put_inputs(svc: Services, actor: Actor, inp: PutInputs) -> WellnessPro
         session.add(
             AuditLog(actor_id=actor.user_id, action="inputs.put", target=f"user:{inp.user_id}")
         )
+        await session.flush()
+        await session.execute(checks_due(svc.clock(), [inp.user_id]))
         await session.commit()
+    svc.relay.wake()
     await run_recompute(svc, [inp.user_id])
     return await get_wellness_profile(svc, actor, UserRef(user_id=inp.user_id))
 
@@ -241,7 +246,9 @@ async def submit_survey(svc: Services, actor: Actor, inp: SubmitSurvey) -> Surve
         )
         row.survey_score = float(result.scale_score)
         row.survey_at = now
+        await earn(session, inp.user_id, "survey_answered", now)
         await session.commit()
+    svc.relay.wake()
     await run_recompute(svc, [inp.user_id])
     return SurveyOut(raw=result.raw, scale_score=result.scale_score)
 

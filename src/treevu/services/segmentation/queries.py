@@ -8,11 +8,12 @@ from typing import Any, Literal
 
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from treevu.db import EmployeeInputs, EmployeeSegment, Intervention, RecommendationEvent, User
 from treevu.segmentation.engine import Inputs, score
-from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, SegmentName
+from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy, SegmentName
 from treevu.segmentation.recommendations import CATALOG, rank_recommendations
 from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
@@ -268,22 +269,53 @@ async def get_current_segment(svc: Services, actor: Actor, inp: UserRef) -> Curr
 async def get_personalized_recommendations(
     svc: Services, actor: Actor, inp: RecommendationsInput
 ) -> list[RecommendationOut]:
+    """The ranking; what a person is shown of their own is recorded as impressions (for the
+    click-through rate, and so that they may still complete an item that left the ranking)."""
     user_id = await _target(svc, actor, inp.user_id)
     async with svc.sessions() as session:
-        row = await session.get(EmployeeInputs, user_id)
-        if row is None:
+        now = svc.clock()
+        ranked = await ranked_for(
+            session, svc.policy, user_id, now, svc.settings.survey_valid_days, inp.limit
+        )
+        if ranked is None:
             raise not_found(f"no inputs for user {user_id}")
-        excluded = set(
-            await session.scalars(
-                select(RecommendationEvent.recommendation_id).where(
-                    RecommendationEvent.user_id == user_id,
-                    RecommendationEvent.kind.in_(("dismissed", "completed")),
-                )
+        if ranked and user_id == actor.user_id:
+            await session.execute(
+                insert(RecommendationEvent),
+                [
+                    {"user_id": user_id, "recommendation_id": r.id, "kind": "impression",
+                     "created_at": now}
+                    for r in ranked
+                ],
+            )  # fmt: skip
+            await session.commit()
+    return ranked
+
+
+async def ranked_for(
+    session: AsyncSession,
+    policy: Policy,
+    user_id: int,
+    now: datetime,
+    survey_valid_days: int,
+    limit: int,
+) -> list[RecommendationOut] | None:
+    """The user's ranking now (without what they dismissed or completed); None without
+    inputs. The one ranking the API shows and a change of segment announces."""
+    row = await session.get(EmployeeInputs, user_id)
+    if row is None:
+        return None
+    excluded = set(
+        await session.scalars(
+            select(RecommendationEvent.recommendation_id).where(
+                RecommendationEvent.user_id == user_id,
+                RecommendationEvent.kind.in_(("dismissed", "completed")),
             )
         )
-    inputs = Inputs.from_records([input_record(row, svc)])
-    profiles = score(inputs, svc.policy)
-    ranked = rank_recommendations(inputs, profiles, 0, excluded=excluded, limit=inp.limit)
+    )
+    inputs = Inputs.from_records([input_record(row, now, survey_valid_days)])
+    profiles = score(inputs, policy)
+    ranked = rank_recommendations(inputs, profiles, 0, excluded=excluded, limit=limit)
     return [
         RecommendationOut(
             id=r.item.id,
@@ -297,12 +329,9 @@ async def get_personalized_recommendations(
     ]
 
 
-def input_record(row: EmployeeInputs, svc: Services) -> dict[str, Any]:
+def input_record(row: EmployeeInputs, now: datetime, survey_valid_days: int) -> dict[str, Any]:
     """A stored input row as the engine's camelCase record (stale surveys dropped)."""
-    survey_recent = (
-        row.survey_at is not None
-        and (svc.clock() - row.survey_at).days < svc.settings.survey_valid_days
-    )
+    survey_recent = row.survey_at is not None and (now - row.survey_at).days < survey_valid_days
     return {
         "monthlyIncome": row.monthly_income,
         "monthlySpending": row.monthly_spending,

@@ -11,9 +11,10 @@ Users go in batches by user id (:func:`plan_batches`), all in one transaction. R
 is separate ordered scans (inputs; stored segment and fingerprint; exclusions) aligned in numpy,
 rather than a join that the database would carry row by row. Writing stages the changed rows in
 a temporary table — ``executemany`` on SQLite, ``COPY`` on PostgreSQL, multi-row ``INSERT`` on
-MariaDB — and applies them with three set-based statements: the ``segment_history`` rows of
-those who moved, their ``segment.changed`` outbox events, and the upsert into
-``employee_segments``. ``docs/benchmarks.md`` has the figures.
+MariaDB — and applies them with four set-based statements: the ``segment_history`` rows of
+those who moved, their ``segment.changed`` outbox events, ``achievements.check`` events for
+FWI milestones crossed upward, and the upsert into ``employee_segments``.
+``docs/benchmarks.md`` has the figures.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from treevu.db.bulk import (
     temp_tables_in_memory,
     upsert_select,
 )
-from treevu.db.outbox import SEGMENT_CHANGED
+from treevu.db.outbox import ACHIEVEMENTS_CHECK, SEGMENT_CHANGED
 from treevu.segmentation.engine import (
     INPUT_NAMES,
     Inputs,
@@ -54,6 +55,7 @@ from treevu.segmentation.engine import (
 )
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
 from treevu.segmentation.recommendations import CATALOG, recommendation_counts
+from treevu.services.rewards.achievements import MILESTONES
 
 #: Users per batch: read, scored and written together (and one progress report each).
 BATCH_USERS: Final = 50_000
@@ -527,8 +529,22 @@ def _apply_statements(
         f"SELECT '{SEGMENT_CHANGED}', userId, {payload}, {p} FROM {STAGE} "
         "WHERE segment <> fromSegment AND fromSegment >= 0"
     )
+    # An FWI that crossed a milestone upward (SPEC §9): the stored profile still holds the
+    # score before this recompute, so read both here, before the upsert below replaces it.
+    crossing = " OR ".join(f"(e.fwiScore < {t} AND s.fwiScore >= {t})" for t in MILESTONES["fwi"])
+    fwi = json_object(conn, [("fwiFrom", "e.fwiScore"), ("fwiTo", "s.fwiScore")])
+    milestones = (
+        "INSERT INTO outbox_events (kind, userId, payload, createdAt) "
+        f"SELECT '{ACHIEVEMENTS_CHECK}', s.userId, {fwi}, {p} FROM {STAGE} s "
+        f"JOIN employee_segments e ON e.userId = s.userId WHERE {crossing}"
+    )
     profile_sql, profile_params = select(list(profile.values()))
     upsert = upsert_select(
         conn, "employee_segments", list(profile), f"SELECT {profile_sql} FROM {STAGE}", "userId"
     )
-    return [(history, history_params), (events, (stamp,)), (upsert, profile_params)]
+    return [
+        (history, history_params),
+        (events, (stamp,)),
+        (milestones, (stamp,)),
+        (upsert, profile_params),
+    ]

@@ -1,0 +1,1 @@
+"""TreePoints, reward tiers and milestones (SPEC §3, §9 Rewards and Milestones)."""
