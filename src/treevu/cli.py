@@ -16,7 +16,6 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -408,18 +407,22 @@ def jobs_list() -> None:
     _require_migrated(settings)
     admin = Actor(0, "admin")
     listed = asyncio.run(_with_services(settings, lambda svc: list_jobs(svc, admin, JobsEmpty())))
-    table = Table("job", "scope", "schedule", "last run", "result", "next run")
+    # One line a job, never wrapped (a terminal library's table folds its cells when piped).
     for job in listed:
         last = job.last_run
-        table.add_row(
-            job.name,
-            job.scope,
-            job.schedule,
-            "—" if last is None else f"{last.started_at:%Y-%m-%d %H:%M:%S} on {last.node}",
-            "—" if last is None else f"{'ok' if last.ok else 'FAILED'} {json.dumps(last.result)}",
-            f"{job.next_run:%Y-%m-%d %H:%M:%S} UTC",
+        ran = (
+            "never run"
+            if last is None
+            else f"last {last.started_at:%Y-%m-%d %H:%M:%S} on {last.node or '-'}: "
+            f"{'ok' if last.ok else 'FAILED'} {json.dumps(last.result)}"
         )
-    out.print(table)
+        out.print(
+            f"{job.name:<18} {job.scope:<8} {job.schedule:<20} "
+            f"next {job.next_run:%Y-%m-%d %H:%M:%S} UTC  {ran}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
 
 
 @jobs_app.command("run")

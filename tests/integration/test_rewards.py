@@ -259,7 +259,8 @@ async def test_two_nodes_racing_on_one_crossing_announce_it_once(seeded: Databas
                 None, lambda: b.run(run_now(b.app_state().services, "tiers.reconcile")).result()
             )
         )
-        await asyncio.gather(*calls)
+        answers = await asyncio.gather(*calls)
+        assert [r.status_code for r in answers[:8]] == [201] * 8, [r.text for r in answers[:8]]
         assert balance(seeded, uid) == start + 2400
         wait_until(
             lambda: "Rising Stars" in {n["tierName"] for n in stored(seeded, uid, "tier_upgrade")}

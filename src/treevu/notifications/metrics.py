@@ -46,6 +46,11 @@ class Metrics:
             "Share of delivered notifications clicked",
             registry=r,
         )
+        self.recommendation_click_rate = Gauge(
+            "treevu_recommendation_click_rate",
+            "Recommendation clicks per impression (an item shown in a person's own list)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

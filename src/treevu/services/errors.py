@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final, Literal, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -51,6 +53,14 @@ class ServiceError(Exception):
 
 def bad_request(field: str, message: str) -> ServiceError:
     return ServiceError("BAD_REQUEST", f"{field}: {message}", field=field)
+
+
+def no_inputs(user_id: int) -> ServiceError:
+    """The person has no inputs yet, so nothing that depends on them can change."""
+    return ServiceError(
+        "CONFLICT", f"userId: user {user_id} has no inputs yet; PUT their inputs first",
+        field="userId",
+    )  # fmt: skip
 
 
 def forbidden(message: str = "not allowed") -> ServiceError:
@@ -104,3 +114,26 @@ def _unreachable(exc: BaseException) -> bool:
         return True
     text = str(orig).lower()
     return any(words in text for words in _UNREACHABLE_WORDS)
+
+
+T = TypeVar("T")
+#: Times a transaction chosen as a deadlock victim is tried in all.
+DEADLOCK_TRIES: Final = 5
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """MariaDB's 1213 and PostgreSQL's 40P01 both say "deadlock"."""
+    return isinstance(exc, DBAPIError) and "deadlock" in str(exc.orig).lower()
+
+
+async def retry_deadlocks(transaction: Callable[[], Awaitable[T]]) -> T:
+    """Run ``transaction`` (which opens, does and commits its own), again when the database
+    chose it as a deadlock victim (rolled back whole, so running it again is safe)."""
+    for attempt in range(DEADLOCK_TRIES):
+        try:
+            return await transaction()
+        except DBAPIError as exc:
+            if not is_deadlock(exc) or attempt == DEADLOCK_TRIES - 1:
+                raise
+            await asyncio.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from treevu.db import AuditLog, JobRun
 from treevu.segmentation.policy import SEGMENTS
 from treevu.services.context import Actor, Services
-from treevu.services.errors import ServiceError
+from treevu.services.errors import ServiceError, retry_deadlocks
 from treevu.services.notifications.presence import Presence, new_node_id
 from treevu.services.rewards.achievements import checks_due
 from treevu.services.segmentation import queries
@@ -100,11 +100,16 @@ class Job:
 
 async def _reconcile_tiers(ctx: JobContext) -> dict[str, Any]:
     """Tiers and level milestones an event missed (points changed by an import, say)."""
-    async with ctx.svc.sessions() as session:
-        written = await session.execute(checks_due(ctx.svc.clock()))
-        await session.commit()
+
+    async def transaction() -> int:
+        async with ctx.svc.sessions() as session:
+            written = await session.execute(checks_due(ctx.svc.clock()))
+            await session.commit()
+        return int(written.rowcount or 0)  # type: ignore[attr-defined]
+
+    checks = await retry_deadlocks(transaction)
     ctx.svc.relay.wake()
-    return {"checks": int(written.rowcount or 0)}  # type: ignore[attr-defined]
+    return {"checks": checks}
 
 
 async def _refresh_profiles(ctx: JobContext) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from treevu.db import EmployeeSegment, NotificationQueue
+from treevu.db import EmployeeSegment, NotificationQueue, RecommendationEvent
 from treevu.notifications.hub import Hub
 from treevu.notifications.metrics import Metrics
 from treevu.segmentation.policy import SEGMENTS
@@ -152,8 +152,22 @@ class Realtime:
                 .select_from(NotificationQueue)
                 .where(NotificationQueue.clicked_at.is_not(None))
             )
+            feedback = {
+                str(k): int(v)
+                for k, v in (
+                    await session.execute(
+                        select(RecommendationEvent.kind, func.count())
+                        .where(RecommendationEvent.kind.in_(("impression", "click")))
+                        .group_by(RecommendationEvent.kind)
+                    )
+                ).all()
+            }
         for segment in SEGMENTS:
             self.metrics.segment_size.labels(segment).set(sizes.get(segment, 0))
         reached = sum(by_status.get(s, 0) for s in ("sent", "delivered", "read"))
         self.metrics.read_rate.set(by_status.get("read", 0) / reached if reached else 0.0)
         self.metrics.click_rate.set((clicked or 0) / reached if reached else 0.0)
+        shown = feedback.get("impression", 0)
+        self.metrics.recommendation_click_rate.set(
+            feedback.get("click", 0) / shown if shown else 0.0
+        )

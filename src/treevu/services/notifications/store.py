@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple, Protocol
 
 from sqlalchemy import delete, insert, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from treevu.db import AuditLog, IdempotencyKey
@@ -31,11 +31,11 @@ from treevu.faults import crash_point
 from treevu.notifications.broker import Envelope
 from treevu.notifications.crypto import DataCipher
 from treevu.notifications.wire import FRAME_HEAD, check_data, check_text, frame_tail, iso
+from treevu.services.errors import retry_deadlocks
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW: Final = timedelta(hours=24)
-DEADLOCK_RETRIES: Final = 5
 #: Audit rows list the ids of a request up to this many; beyond, only their count and range.
 AUDIT_IDS: Final = 100
 
@@ -249,15 +249,12 @@ class NotificationStore:
     async def _commit_one(self, request: CreateRequest) -> Created:
         """One request in its own transaction, tried again when chosen as a deadlock victim
         (two requests with one key on MariaDB)."""
-        for attempt in range(DEADLOCK_RETRIES):
-            try:
-                (result,) = await self._commit([request])
-                return result
-            except DBAPIError as exc:
-                if not _is_deadlock(exc) or attempt == DEADLOCK_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")
+
+        async def commit() -> Created:
+            (result,) = await self._commit([request])
+            return result
+
+        return await retry_deadlocks(commit)
 
     async def _commit(self, requests: list[CreateRequest]) -> list[Created]:
         """One transaction for ``requests``; publishes after it commits.
@@ -440,8 +437,3 @@ class NotificationStore:
             await self._publisher.publish(envelopes)
         except Exception as exc:
             log.warning("publish failed (%s); the pending sweep will deliver these", exc)
-
-
-def _is_deadlock(exc: DBAPIError) -> bool:
-    """MariaDB's 1213 and PostgreSQL's 40P01 both say "deadlock"."""
-    return "deadlock" in str(exc.orig).lower()

@@ -13,7 +13,7 @@ from treevu.segmentation.engine import INPUT_NAMES, InputError, validate_record
 from treevu.segmentation.survey import SurveyError, score_survey
 from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
-from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
+from treevu.services.errors import ServiceError, bad_request, forbidden, no_inputs, not_found
 from treevu.services.rewards.achievements import checks_due
 from treevu.services.rewards.points import earn
 from treevu.services.segmentation.queries import (
@@ -229,9 +229,7 @@ async def submit_survey(svc: Services, actor: Actor, inp: SubmitSurvey) -> Surve
             raise not_found(f"no user {inp.user_id}")
         row = await session.get(EmployeeInputs, inp.user_id)
         if row is None:
-            raise ServiceError(
-                "CONFLICT", f"user {inp.user_id} has no inputs yet; PUT their inputs first"
-            )
+            raise no_inputs(inp.user_id)
         now = svc.clock()
         session.add(
             SurveyResponse(

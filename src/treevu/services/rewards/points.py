@@ -26,8 +26,8 @@ from treevu.db import (
 )
 from treevu.services.bounds import MAX_INT, check_idempotency_key
 from treevu.services.context import Actor, Services
-from treevu.services.errors import ServiceError, bad_request
-from treevu.services.rewards.tiers import load_tiers, tier_of
+from treevu.services.errors import ServiceError, bad_request, no_inputs, retry_deadlocks
+from treevu.services.rewards.tiers import Tier, load_tiers, tier_of
 from treevu.services.segmentation.queries import run_recompute
 
 AppEvent = Literal[
@@ -91,11 +91,7 @@ async def change_points(
             select(EmployeeInputs.tree_points).where(EmployeeInputs.user_id == user_id)
         )
         if balance is None:
-            raise ServiceError(
-                "CONFLICT",
-                f"userId: user {user_id} has no inputs yet; PUT their inputs first",
-                field="userId",
-            )
+            raise no_inputs(user_id)
         if points < 0:
             raise bad_request(
                 "points", f"the balance is {balance}; spending {-points} would take it below 0"
@@ -152,30 +148,36 @@ async def award_points(
         first = await _keyed(svc, actor, inp, idempotency_key)
         if first is not None:
             return first
-    async with svc.sessions() as session:
-        now = svc.clock()
-        entry = await change_points(
-            session, inp.user_id, inp.points, inp.reason, now,
-            actor_id=actor.user_id, idempotency_key=idempotency_key,
-        )  # fmt: skip
-        session.add(
-            AuditLog(
-                actor_id=actor.user_id,
-                action="points.award",
-                target=f"user:{inp.user_id}",
-                detail={"points": inp.points, "reason": inp.reason, "entryId": entry.id},
-                created_at=now,
+
+    async def transaction() -> tuple[PointsEntry | PointsAwarded, list[Tier]]:
+        async with svc.sessions() as session:
+            now = svc.clock()
+            entry = await change_points(
+                session, inp.user_id, inp.points, inp.reason, now,
+                actor_id=actor.user_id, idempotency_key=idempotency_key,
+            )  # fmt: skip
+            session.add(
+                AuditLog(
+                    actor_id=actor.user_id,
+                    action="points.award",
+                    target=f"user:{inp.user_id}",
+                    detail={"points": inp.points, "reason": inp.reason, "entryId": entry.id},
+                    created_at=now,
+                )
             )
-        )
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()
-            first = await _keyed(svc, actor, inp, idempotency_key) if idempotency_key else None
-            if first is None:
-                raise
-            return first
-        tiers = await load_tiers(session)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                first = await _keyed(svc, actor, inp, idempotency_key) if idempotency_key else None
+                if first is None:
+                    raise
+                return first, []
+            return entry, await load_tiers(session)
+
+    entry, tiers = await retry_deadlocks(transaction)
+    if isinstance(entry, PointsAwarded):
+        return entry
     svc.relay.wake()
     # The balance is an input of the profile and of the recommendations' triggers.
     await run_recompute(svc, [inp.user_id])
@@ -242,39 +244,36 @@ async def record_activity(svc: Services, actor: Actor, inp: ActivityIn) -> Activ
         if inp.kind == "goal_completed"
         else EmployeeInputs.lessons_completed_90d
     )
-    async with svc.sessions() as session:
-        now = svc.clock()
-        counted = await session.execute(
-            update(EmployeeInputs)
-            .where(EmployeeInputs.user_id == inp.user_id, column < MAX_INT)
-            .values({column: column + 1, EmployeeInputs.updated_at: now})
-            .execution_options(synchronize_session=False)
-        )
-        if counted.rowcount != 1:  # type: ignore[attr-defined]
-            raise ServiceError(
-                "CONFLICT",
-                f"userId: user {inp.user_id} has no inputs yet; PUT their inputs first",
-                field="userId",
+
+    async def transaction() -> tuple[EmployeeInputs, int]:
+        async with svc.sessions() as session:
+            now = svc.clock()
+            counted = await session.execute(
+                update(EmployeeInputs)
+                .where(EmployeeInputs.user_id == inp.user_id, column < MAX_INT)
+                .values({column: column + 1, EmployeeInputs.updated_at: now})
+                .execution_options(synchronize_session=False)
             )
-        points = await earn(session, inp.user_id, inp.kind, now)
-        if points == 0 and inp.kind == "goal_completed":
+            if counted.rowcount != 1:  # type: ignore[attr-defined]
+                raise no_inputs(inp.user_id)
+            points = await earn(session, inp.user_id, inp.kind, now)
+            if points == 0 and inp.kind == "goal_completed":
+                session.add(_check(inp.user_id, now))
             session.add(
-                OutboxEvent(
-                    kind=ACHIEVEMENTS_CHECK, user_id=inp.user_id, payload={}, created_at=now
+                AuditLog(
+                    actor_id=actor.user_id,
+                    action="activity.record",
+                    target=f"user:{inp.user_id}",
+                    detail={"kind": inp.kind, "points": points},
+                    created_at=now,
                 )
             )
-        session.add(
-            AuditLog(
-                actor_id=actor.user_id,
-                action="activity.record",
-                target=f"user:{inp.user_id}",
-                detail={"kind": inp.kind, "points": points},
-                created_at=now,
-            )
-        )
-        await session.commit()
-        row = await session.get(EmployeeInputs, inp.user_id, populate_existing=True)
-        assert row is not None
+            await session.commit()
+            row = await session.get(EmployeeInputs, inp.user_id, populate_existing=True)
+            assert row is not None
+            return row, points
+
+    row, points = await retry_deadlocks(transaction)
     svc.relay.wake()
     await run_recompute(svc, [inp.user_id])
     return ActivityOut(
