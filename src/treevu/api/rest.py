@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query
 
@@ -10,6 +10,8 @@ from treevu.api.deps import CurrentActor, ServicesDep
 from treevu.segmentation.policy import SegmentName
 from treevu.services import audit, jobs
 from treevu.services.bounds import MAX_INT
+from treevu.services.campaigns import ops as C
+from treevu.services.campaigns.sending import CampaignType
 from treevu.services.notifications import compliance
 from treevu.services.notifications import inbox as N
 from treevu.services.notifications.preferences import Preferences
@@ -31,7 +33,6 @@ from treevu.services.segmentation import queries as segmentation
 from treevu.services.segmentation.queries import (
     CampaignTargets,
     CampaignTargetsInput,
-    CampaignType,
     CurrentSegment,
     Distribution,
     Empty,
@@ -371,3 +372,47 @@ async def audit_log(
 @router.get("/jobs", response_model=list[jobs.JobOut], **RESPONSE_OPTIONS)
 async def job_list(svc: ServicesDep, actor: CurrentActor) -> list[jobs.JobOut]:
     return await jobs.list_jobs(svc, actor, jobs.Empty())
+
+
+# -- campaigns (SPEC §9 Campaigns) ----------------------------------------------------------------
+
+CampaignPath = Annotated[int, Path(alias="campaignId", ge=1, le=MAX_INT)]
+
+
+@router.post("/campaigns", response_model=C.CampaignOut, status_code=201, **RESPONSE_OPTIONS)
+async def create_campaign(
+    body: C.CampaignCreate, svc: ServicesDep, actor: CurrentActor
+) -> C.CampaignOut:
+    return await C.create_campaign(svc, actor, body)
+
+
+@router.get("/campaigns", response_model=C.CampaignPage, **RESPONSE_OPTIONS)
+async def list_campaigns(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[C.CampaignListInput, Query()]
+) -> C.CampaignPage:
+    return await C.list_campaigns(svc, actor, query)
+
+
+@router.get("/campaigns/{campaignId}", response_model=C.CampaignOut, **RESPONSE_OPTIONS)
+async def get_campaign(
+    campaign_id: CampaignPath, svc: ServicesDep, actor: CurrentActor
+) -> C.CampaignOut:
+    return await C.get_campaign(svc, actor, C.CampaignRef(campaign_id=campaign_id))
+
+
+@router.post("/campaigns/{campaignId}/{action}", response_model=C.CampaignOut, **RESPONSE_OPTIONS)
+async def campaign_action(
+    campaign_id: CampaignPath,
+    action: Literal["pause", "resume", "cancel"],
+    svc: ServicesDep,
+    actor: CurrentActor,
+) -> C.CampaignOut:
+    act = {"pause": C.pause_campaign, "resume": C.resume_campaign, "cancel": C.cancel_campaign}
+    return await act[action](svc, actor, C.CampaignRef(campaign_id=campaign_id))
+
+
+@router.get("/campaigns/{campaignId}/stats", response_model=C.CampaignStats, **RESPONSE_OPTIONS)
+async def campaign_stats(
+    campaign_id: CampaignPath, svc: ServicesDep, actor: CurrentActor
+) -> C.CampaignStats:
+    return await C.get_stats(svc, actor, C.CampaignRef(campaign_id=campaign_id))

@@ -24,6 +24,7 @@ from treevu import jsonbound
 from treevu.api.deps import authenticate
 from treevu.jsonbound import TooDeep
 from treevu.services import audit, jobs
+from treevu.services.campaigns import ops as C
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
 from treevu.services.notifications import compliance
@@ -102,6 +103,13 @@ PROCEDURES: dict[str, Procedure] = {
     "recommendations.complete": _m(feedback.RecommendationRef, feedback.complete),
     "audit.list": _q(audit.AuditListInput, audit.list_audit),
     "jobs.list": _q(jobs.Empty, jobs.list_jobs),
+    "campaigns.create": _m(C.CampaignCreate, C.create_campaign),
+    "campaigns.list": _q(C.CampaignListInput, C.list_campaigns),
+    "campaigns.get": _q(C.CampaignRef, C.get_campaign),
+    "campaigns.pause": _m(C.CampaignRef, C.pause_campaign),
+    "campaigns.resume": _m(C.CampaignRef, C.resume_campaign),
+    "campaigns.cancel": _m(C.CampaignRef, C.cancel_campaign),
+    "campaigns.getStats": _q(C.CampaignRef, C.get_stats),
 }
 
 JSONRPC_CODES = {

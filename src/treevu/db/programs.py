@@ -3,14 +3,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from treevu.db.base import Base, utcnow
 
 
 class Campaign(Base):
+    """A message for a segment, sent at a pace (``services/campaigns``). Status: scheduled →
+    running ⇄ paused → completed, or cancelled."""
+
     __tablename__ = "campaigns"
+    __table_args__ = (Index("idx_campaigns_status", "status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -25,13 +39,30 @@ class Campaign(Base):
         "createdBy", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)
+    #: [{title, message}, …]: the arms people are split among (None: title and message).
+    variants: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    start_at: Mapped[datetime | None] = mapped_column("startAt", nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column("startedAt", nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column("completedAt", nullable=True)
+    #: Sending is paid for up to here (milliseconds since the epoch: exact on every database,
+    #: where MariaDB's DATETIME drops fractions): each notification moves it 60 / pace s on.
+    paced_until_ms: Mapped[int | None] = mapped_column("pacedUntilMs", BigInteger, nullable=True)
+    conversion_event: Mapped[str] = mapped_column(
+        "conversionEvent", String(50), default="recommendation_completed"
+    )
+    conversion_days: Mapped[int] = mapped_column("conversionDays", Integer, default=7)
 
 
 class CampaignDelivery(Base):
+    """One target of a campaign, frozen when it starts: ``queued`` → ``sent`` (its
+    notification stored), ``muted`` or ``cancelled``. At most one per campaign and person."""
+
     __tablename__ = "campaign_deliveries"
     __table_args__ = (
         Index("idx_campaign_deliveries_campaign", "campaignId", "status"),
         Index("idx_campaign_deliveries_user", "userId"),
+        Index("idx_campaign_deliveries_order", "campaignId", "status", "position"),
+        UniqueConstraint("campaignId", "userId", name="uq_campaign_deliveries_user"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -46,6 +77,10 @@ class CampaignDelivery(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued")
     clicked_at: Mapped[datetime | None] = mapped_column("clickedAt", nullable=True)
     converted_at: Mapped[datetime | None] = mapped_column("convertedAt", nullable=True)
+    #: Sending order (by the campaign type's rule) and the person's variant.
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    variant: Mapped[int] = mapped_column(SmallInteger, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column("sentAt", nullable=True)
 
 
 class Intervention(Base):

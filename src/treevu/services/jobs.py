@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from treevu.db import AuditLog, JobRun
 from treevu.segmentation.policy import SEGMENTS
+from treevu.services.campaigns.sending import pace_all
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, retry_deadlocks
 from treevu.services.notifications.presence import Presence, new_node_id
@@ -138,7 +139,22 @@ async def _clean_presence(ctx: JobContext) -> dict[str, Any]:
     svc = ctx.svc
     presence = ctx.realtime.presence if ctx.realtime else Presence(svc.sessions, svc.clock, "")
     stale = timedelta(seconds=3 * svc.settings.heartbeat_interval)
-    return {"removed": await presence.remove_dead_nodes(stale)}
+    removed = await presence.remove_dead_nodes(stale)
+    return {"removed": removed} if removed else {"removed": 0, "idle": True}
+
+
+async def _pace_campaigns(ctx: JobContext) -> dict[str, Any]:
+    """Start scheduled campaigns that are due and send what each one's pace allows."""
+    return await pace_all(ctx.svc)
+
+
+async def _prune_runs(ctx: JobContext) -> dict[str, Any]:
+    """Forget job runs older than 30 days (the audit log keeps what was audited)."""
+    cutoff = ctx.svc.clock() - timedelta(days=30)
+    async with ctx.svc.sessions() as session:
+        gone = await session.execute(delete(JobRun).where(JobRun.started_at < cutoff))
+        await session.commit()
+    return {"removed": int(gone.rowcount or 0)}  # type: ignore[attr-defined]
 
 
 async def _sweep(ctx: JobContext) -> dict[str, Any]:
@@ -157,6 +173,8 @@ def job_table(settings: Any) -> dict[str, Job]:
             _refresh_profiles),
         Job("presence.cleanup", _clean_presence.__doc__ or "", "cluster",
             settings.heartbeat_interval, 0, _clean_presence),
+        Job("campaigns.pace", _pace_campaigns.__doc__ or "", "cluster", 1, 0, _pace_campaigns),
+        Job("jobs.prune", _prune_runs.__doc__ or "", "cluster", DAY, 4 * 3600, _prune_runs),
         Job("stats.refresh", _refresh_statistics.__doc__ or "", "node", 3600, 0,
             _refresh_statistics),
         Job("pending.sweep", _sweep.__doc__ or "", "node", settings.sweep_interval, 0, _sweep),
@@ -198,15 +216,18 @@ async def run_cluster_job(
         await session.execute(
             update(JobRun).where(JobRun.id == run_id).values(finished_at=now, ok=ok, result=result)
         )
-        session.add(
-            AuditLog(
-                actor_id=actor_id,
-                action="job.run",
-                target=f"job:{job.name}",
-                detail={"slot": slot, "node": ctx.node, "ok": ok, "result": result},
-                created_at=now,
+        # A run that found nothing to do (``idle``) is in job_runs only: a job every second
+        # would otherwise fill the audit log with nothing.
+        if not (ok and result.get("idle")):
+            session.add(
+                AuditLog(
+                    actor_id=actor_id,
+                    action="job.run",
+                    target=f"job:{job.name}",
+                    detail={"slot": slot, "node": ctx.node, "ok": ok, "result": result},
+                    created_at=now,
+                )
             )
-        )
         await session.commit()
         return await session.get(JobRun, run_id)
 

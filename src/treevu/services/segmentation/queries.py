@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,11 +16,10 @@ from treevu.segmentation.engine import Inputs, score
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy, SegmentName
 from treevu.segmentation.recommendations import CATALOG, rank_recommendations
 from treevu.services.bounds import MAX_INT
+from treevu.services.campaigns.sending import CampaignType, target_filter
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
 from treevu.services.segmentation.recompute import RecomputeResult, recompute
-
-CampaignType = Literal["retention", "engagement", "education", "intervention", "promotion"]
 
 
 class Model(BaseModel):
@@ -506,10 +505,12 @@ async def get_intervention_recommendations(
 async def get_campaign_targets(
     svc: Services, actor: Actor, inp: CampaignTargetsInput
 ) -> CampaignTargets:
-    """Active users of the segment, paged by user id (the campaign sender walks the pages)."""
+    """The active members of the segment that ``campaignType`` takes (its rule in
+    ``services/campaigns/sending.py``: who, and in which order a campaign sends), paged by user
+    id."""
     actor.require_admin()
     after = decode_cursor(inp.cursor)
-    where = [EmployeeSegment.segment == inp.segment, User.is_active.is_(True)]
+    where = target_filter(inp.segment, inp.campaign_type)
     stmt = (
         select(EmployeeSegment.user_id)
         .join(User, User.id == EmployeeSegment.user_id)
@@ -534,7 +535,9 @@ async def get_campaign_targets(
                 or 0
             )
 
-    count = await svc.stats_cache.get(("targets", inp.segment), await _data_version(svc), total)
+    count = await svc.stats_cache.get(
+        ("targets", inp.segment, inp.campaign_type), await _data_version(svc), total
+    )
     return CampaignTargets(
         segment=inp.segment,
         campaign_type=inp.campaign_type,
