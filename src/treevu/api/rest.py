@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Path, Query
 
 from treevu.api.deps import CurrentActor, ServicesDep
 from treevu.segmentation.policy import SegmentName
-from treevu.services import audit, jobs
+from treevu.services import audit, jobs, team
+from treevu.services import interventions as I
 from treevu.services.bounds import MAX_INT
 from treevu.services.campaigns import ops as C
 from treevu.services.campaigns.sending import CampaignType
@@ -416,3 +417,54 @@ async def campaign_stats(
     campaign_id: CampaignPath, svc: ServicesDep, actor: CurrentActor
 ) -> C.CampaignStats:
     return await C.get_stats(svc, actor, C.CampaignRef(campaign_id=campaign_id))
+
+
+# -- interventions and teams (SPEC §9 Crisis interventions, Managers) -----------------------------
+
+InterventionPath = Annotated[int, Path(alias="interventionId", ge=1, le=MAX_INT)]
+
+
+@router.get("/interventions", response_model=I.InterventionPage, **RESPONSE_OPTIONS)
+async def list_interventions(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[I.InterventionListInput, Query()]
+) -> I.InterventionPage:
+    return await I.list_interventions(svc, actor, query)
+
+
+@router.get("/interventions/{interventionId}", response_model=I.InterventionOut, **RESPONSE_OPTIONS)
+async def get_intervention(
+    intervention_id: InterventionPath, svc: ServicesDep, actor: CurrentActor
+) -> I.InterventionOut:
+    return await I.get_intervention(svc, actor, I.InterventionRef(intervention_id=intervention_id))
+
+
+@router.patch(
+    "/interventions/{interventionId}", response_model=I.InterventionOut, **RESPONSE_OPTIONS
+)
+async def update_intervention(
+    intervention_id: InterventionPath,
+    body: I.InterventionChange,
+    svc: ServicesDep,
+    actor: CurrentActor,
+) -> I.InterventionOut:
+    inp = I.InterventionUpdate(intervention_id=intervention_id, status=body.status, note=body.note)
+    return await I.update_intervention(svc, actor, inp)
+
+
+@router.get("/me/intervention", response_model=I.MyIntervention, **RESPONSE_OPTIONS)
+async def my_intervention(svc: ServicesDep, actor: CurrentActor) -> I.MyIntervention:
+    return await I.get_my_intervention(svc, actor, I.Empty())
+
+
+@router.get("/team/overview", response_model=team.TeamOverview, **RESPONSE_OPTIONS)
+async def team_overview(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[team.TeamInput, Query()]
+) -> team.TeamOverview:
+    return await team.get_overview(svc, actor, query)
+
+
+@router.get("/team/alerts", response_model=team.TeamAlerts, **RESPONSE_OPTIONS)
+async def team_alerts(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[team.TeamInput, Query()]
+) -> team.TeamAlerts:
+    return await team.get_alerts(svc, actor, query)

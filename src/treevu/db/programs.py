@@ -84,6 +84,9 @@ class CampaignDelivery(Base):
 
 
 class Intervention(Base):
+    """A crisis intervention (``services/interventions.py``): open → contacted → in_progress →
+    resolved | closed; ``counselorId`` None while it waits for a free counselor."""
+
     __tablename__ = "interventions"
     __table_args__ = (
         Index("idx_interventions_user", "userId"),
@@ -102,3 +105,6 @@ class Intervention(Base):
     plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)
     updated_at: Mapped[datetime] = mapped_column("updatedAt", default=utcnow)
+    #: [{at, by, status, note}]: each change and what the counselor wrote.
+    notes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column("endedAt", nullable=True)

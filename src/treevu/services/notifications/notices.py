@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from treevu.db import OutboxEvent
 from treevu.segmentation.policy import Policy, SegmentName
+from treevu.services import interventions
 from treevu.services.notifications.preferences import unmuted
 from treevu.services.notifications.store import NewNotification
 from treevu.services.outbox import Handler
@@ -41,9 +42,11 @@ SEGMENT_MESSAGES: Final[dict[SegmentName, tuple[str, str]]] = {
 def segment_changed(policy: Policy, survey_valid_days: int) -> Handler:
     """The relay's handler of ``segment.changed``: each change is told to its user, once.
 
-    Entering crisis is an unmutable ``intervention_update``; any other change is one
-    ``recommendation`` naming the best item of the person's new ranking (SPEC §9
-    Recommendations), with its id so that the client can open, click or dismiss it.
+    Entering crisis opens an intervention (``services/interventions.py``: the employee's
+    unmutable ``intervention_update``, their manager's, the counselor's or the admins'); leaving
+    it resolves or updates that intervention. Any other change is one ``recommendation``
+    naming the best item of the person's new ranking (SPEC §9 Recommendations), with its id so
+    that the client can open, click or dismiss it.
     """
 
     async def handle(session: AsyncSession, events: Sequence[OutboxEvent]) -> list[NewNotification]:
@@ -57,18 +60,12 @@ def segment_changed(policy: Policy, survey_valid_days: int) -> Handler:
                 "fromSegment": event.payload.get("fromSegment"),
                 "toSegment": to_segment,
             }
-            if to_segment == "crisis_intervention":
-                items.append(
-                    NewNotification(
-                        event.user_id,
-                        "intervention_update",
-                        title,
-                        message,
-                        {**data, "crisis": True},
-                    )  # fmt: skip
-                )
-                continue
             now = event.processed_at or event.created_at
+            if event.payload.get("fromSegment") == "crisis_intervention":
+                items.extend(await interventions.left_crisis(session, event.user_id, now))
+            if to_segment == "crisis_intervention":
+                items.extend(await interventions.entered_crisis(session, event.user_id, now, data))
+                continue
             best = await ranked_for(session, policy, event.user_id, now, survey_valid_days, 1)
             if best:
                 message = f"{message} Start with: {best[0].title}."
