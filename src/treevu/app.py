@@ -6,10 +6,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from starlette.types import Receive, Scope, Send
@@ -152,6 +154,25 @@ def ws_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: The built web app (``web/app``, ``npm run build``): not committed, shipped in the wheel.
+WEB_DIST: Final = Path(__file__).parent / "webui"
+
+
+def mount_web(app: FastAPI) -> None:
+    """The dashboards and the bell under ``/app/`` (a short page when they were not built)."""
+    if (WEB_DIST / "index.html").is_file():
+        app.mount("/app", StaticFiles(directory=WEB_DIST, html=True), name="web")
+        return
+
+    @app.get("/app/", include_in_schema=False)
+    async def not_built() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><title>Treevü Engage</title><p>The web app is not built: run "
+            "<code>make web</code> (Node.js 20 and npm).</p>",
+            status_code=503,
+        )
+
+
 def create_app(settings: Settings) -> FastAPI:
     settings = settings.with_local_secrets()
     verifier = TokenVerifier(settings)
@@ -190,6 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(rest_router)
     app.include_router(trpc_router)
+    mount_web(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

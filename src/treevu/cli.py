@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -398,6 +399,19 @@ async def _notify(services: Services, item: NewNotification) -> tuple[list[int],
     audit = AuditEntry(None, "notification.create", {"userId": item.user_id, "via": "cli"})
     ids, muted, _ = await send(services, CreateRequest([item], audit=audit))
     return ids, muted
+
+
+@app.command()
+def openapi(
+    out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
+) -> None:
+    """Print the OpenAPI document of the HTTP API (what /openapi.json serves)."""
+    settings = Settings(jwt_secret="-" * 32, encryption_key=Fernet.generate_key().decode())
+    text = json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
 
 
 @jobs_app.command("list")

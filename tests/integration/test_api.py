@@ -554,10 +554,11 @@ def test_campaign_targets(api: Api) -> None:
     counts = bucket_counts(admin.get("/api/v1/segments/distribution").json())
     segment = max(SEGMENTS, key=lambda s: counts[s])
     path = f"/api/v1/segments/{segment}/campaign-targets"
-    first = admin.get(path, params={"campaignType": "engagement"}).json()
-    assert first["segment"] == segment and first["campaignType"] == "engagement"
+    # ``retention`` takes every member (``engagement`` only those under 50: test_campaigns).
+    first = admin.get(path, params={"campaignType": "retention"}).json()
+    assert first["segment"] == segment and first["campaignType"] == "retention"
     assert first["total"] == counts[segment]
-    pages = walk(admin, path, {"campaignType": "engagement", "limit": 9})
+    pages = walk(admin, path, {"campaignType": "retention", "limit": 9})
     targets = [uid for page in pages for uid in page]
     assert len(targets) == len(set(targets)) == counts[segment]
     members = walk(admin, f"/api/v1/segments/{segment}/employees", {"limit": 1000})
@@ -570,7 +571,7 @@ def test_campaign_targets(api: Api) -> None:
     # An inactive user is no longer a target, and the total says so.
     gone = targets[0]
     set_active(api.engine, gone, False)
-    again = admin.get(path, params={"campaignType": "engagement", "limit": 10000}).json()
+    again = admin.get(path, params={"campaignType": "retention", "limit": 10000}).json()
     assert gone not in again["items"]
     assert again["total"] == len(again["items"]) == counts[segment] - 1
 

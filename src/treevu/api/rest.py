@@ -61,6 +61,16 @@ async def my_profile(svc: ServicesDep, actor: CurrentActor) -> WellnessProfile:
     return await segmentation.get_wellness_profile(svc, actor, UserRef())
 
 
+@router.get("/me", response_model=people.Me, **RESPONSE_OPTIONS)
+async def me(svc: ServicesDep, actor: CurrentActor) -> people.Me:
+    return await people.get_me(svc, actor)
+
+
+@router.get("/survey", response_model=people.SurveyForm, **RESPONSE_OPTIONS)
+async def survey_form(svc: ServicesDep, actor: CurrentActor) -> people.SurveyForm:
+    return await people.get_survey_form(svc, actor)
+
+
 @router.post("/me/recompute", response_model=WellnessProfile, **RESPONSE_OPTIONS)
 async def recompute_my_profile(svc: ServicesDep, actor: CurrentActor) -> WellnessProfile:
     return await segmentation.recompute_my_profile(svc, actor, Empty())

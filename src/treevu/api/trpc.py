@@ -80,6 +80,8 @@ PROCEDURES: dict[str, Procedure] = {
     "segmentation.submitSurvey": _m(people.SubmitSurvey, people.submit_survey),
     "users.list": _q(people.UserListInput, people.list_users),
     "users.create": _m(people.UserCreate, people.create_user),
+    "users.getMe": _q(N.Empty, people.get_me),
+    "segmentation.getSurvey": _q(N.Empty, people.get_survey_form),
     "websocket.getHistory": _q(N.HistoryInput, N.get_history),
     "websocket.markAsRead": _m(N.MarkAsRead, N.mark_as_read),
     "websocket.markAllAsRead": _m(N.Empty, N.mark_all_as_read),

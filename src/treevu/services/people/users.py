@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from treevu.db import AuditLog, EmployeeInputs, SurveyResponse, User
 from treevu.segmentation.engine import INPUT_NAMES, InputError, validate_record
-from treevu.segmentation.survey import SurveyError, score_survey
+from treevu.segmentation.survey import AGE_BANDS, ITEMS, MODES, SurveyError, score_survey
 from treevu.services.bounds import MAX_INT
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, no_inputs, not_found
@@ -254,3 +254,46 @@ async def submit_survey(svc: Services, actor: Actor, inp: SubmitSurvey) -> Surve
 async def get_user(svc: Services, user_id: int) -> User | None:
     async with svc.sessions() as session:
         return await session.get(User, user_id)
+
+
+class Me(Model):
+    """Who the caller is: what a front end needs to pick their page."""
+
+    id: int
+    name: str
+    email: str
+    role: str
+    manager_id: int | None = Field(alias="managerId")
+
+
+async def get_me(svc: Services, actor: Actor, inp: object = None) -> Me:
+    user = await get_user(svc, actor.user_id)
+    if user is None:
+        raise not_found(f"no user {actor.user_id}")
+    return Me(
+        id=user.id, name=user.name, email=user.email, role=user.role, manager_id=user.manager_id
+    )
+
+
+class SurveyQuestion(Model):
+    number: int
+    text: str
+    choices: list[str]
+
+
+class SurveyForm(Model):
+    """The CFPB Financial Well-Being Scale as the product asks it (wording, choices, bands)."""
+
+    items: list[SurveyQuestion]
+    age_bands: list[str] = Field(alias="ageBands")
+    modes: list[str]
+
+
+async def get_survey_form(svc: Services, actor: Actor, inp: object = None) -> SurveyForm:
+    return SurveyForm(
+        items=[
+            SurveyQuestion(number=i.number, text=i.text, choices=list(i.choices)) for i in ITEMS
+        ],
+        age_bands=list(AGE_BANDS),
+        modes=list(MODES),
+    )
