@@ -5,7 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean
+WEB_BUILT := src/treevu/webui/index.html
+WEB_SOURCES := $(shell find web/app/src web/bell/src -type f 2>/dev/null) web/app/index.html \
+	web/app/vite.config.ts web/app/package.json web/app/package-lock.json
+
+.PHONY: demo test lint typecheck unit bench install clean web
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The dashboards and the bell (Node.js 20 and npm): built when missing or older than a source.
+$(WEB_BUILT): $(WEB_SOURCES)
+	cd web/app && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+web: $(WEB_BUILT)
+
+demo: $(STAMP) $(WEB_BUILT)
 	$(BIN)/treevu demo
 
 lint: $(STAMP)
@@ -25,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(WEB_BUILT)
 	$(BIN)/pytest -q
 
 unit: $(STAMP)
@@ -40,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/ws_storm.py
 
 clean:
-	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules

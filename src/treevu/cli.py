@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -502,7 +503,22 @@ def serve(
     if workers > 1 and not settings.redis_url:
         err.print("[red]--workers > 1 needs TREEVU_REDIS_URL (notifications fan out through it)")
         raise typer.Exit(2)
+    _require_free_port(host or settings.host, port or settings.port, "treevu serve --port")
     _run(settings, host or settings.host, port or settings.port, workers)
+
+
+def _require_free_port(host: str, port: int, how: str) -> None:
+    """Exit 2 before announcing anything when ``port`` is taken (uvicorn would die later)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As uvicorn binds: connections of a previous server in TIME_WAIT do not make it "in use".
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host, port))
+    except OSError:
+        err.print(f"[red]port {port} on {host} is in use; pick another: {how} {port + 1}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        probe.close()
 
 
 def _run(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -529,6 +545,7 @@ def demo(
     users: Annotated[int, typer.Option(min=5)] = 2000,
 ) -> None:
     """SQLite, a synthetic company, segmentation once, the server, and sign-in links."""
+    _require_free_port("127.0.0.1", port, "treevu demo --port")
     settings = _settings()
     settings.ensure_sqlite_dir()
     upgrade(settings.sync_database_url)
@@ -552,7 +569,13 @@ def demo(
             continue
         jwt = mint_token(settings, person.id, 7 * 24 * 3600)
         out.print(f"[bold]{role:>9}[/bold] {person.name} <{person.email}>")
-        out.print(f"          curl -H 'Authorization: Bearer {jwt}' {base}/api/v1/me/profile")
+        # One line each, never wrapped: a folded link or command does not work when copied.
+        out.print(f"{base}/app/#token={jwt}", soft_wrap=True, highlight=False)
+        out.print(
+            f"curl -H 'Authorization: Bearer {jwt}' {base}/api/v1/me",
+            soft_wrap=True,
+            highlight=False,
+        )
     out.print("\nCtrl-C stops it; running `treevu demo` again reuses the data.\n")
     _run(settings, "127.0.0.1", port, 1)
 

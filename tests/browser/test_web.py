@@ -1,0 +1,279 @@
+"""The dashboards and the notification bell in a real browser: Debian's Chromium driven by
+Playwright, against a live server over a seeded SQLite database. Screenshots of every page go
+to ``test-artifacts/`` (one per role)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import REQUIRE_SERVERS, Database, LiveServer, seed_and_score, token_for
+from tests.integration.test_rewards import POOR
+from tests.integration.workflow import ADMIN, EMPLOYEES, POPULATION, execute
+from treevu.app import WEB_DIST
+from treevu.db import EmployeeSegment, NotificationQueue, User
+from treevu.population import ROLES
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+AXE = ROOT / "web" / "app" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BELL = "treevu-notification-bell"
+
+
+def _first(role: str) -> int:
+    return int(POPULATION.user_id[POPULATION.role == ROLES.index(role)][0])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists() or not (WEB_DIST / "index.html").is_file():
+        what = "chromium" if not Path(CHROMIUM).exists() else "the web app (make web)"
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{what} is missing and TREEVU_TEST_REQUIRE_SERVERS=1")
+        pytest.skip(f"{what} is missing")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(sqlite_database: Database) -> Iterator[tuple[Database, LiveServer]]:
+    seed_and_score(sqlite_database)
+    settings = sqlite_database.settings(
+        job_intervals={"campaigns.pace": 0.5},
+        admin_notifications_per_minute=1_000_000,
+        heartbeat_interval=5,
+    )
+    with LiveServer(settings) as server:
+        yield sqlite_database, server
+
+
+def open_as(
+    browser: Browser, server: LiveServer, db: Database, user_id: int, page: str = ""
+) -> Page:
+    tab = browser.new_page()
+    tab.goto(f"{server.url}/app/#token={token_for(db, user_id)}")
+    if page:
+        tab.evaluate(f"location.hash = '#/{page}'")
+    return tab
+
+
+def bell(tab: Page) -> Any:
+    return tab.locator(BELL)
+
+
+def admin_notify(server: LiveServer, db: Database, user_id: int, title: str) -> int:
+    r = httpx.post(
+        f"{server.url}/api/v1/admin/notifications",
+        json={"userId": user_id, "type": "milestone", "title": title, "message": "Well done"},
+        headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"},
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def axe_serious(tab: Page) -> list[str]:
+    tab.add_script_tag(path=str(AXE))
+    found: list[dict[str, Any]] = tab.evaluate(
+        "axe.run(document).then(r => r.violations.map(v => ({id: v.id, impact: v.impact})))"
+    )
+    return [v["id"] for v in found if v["impact"] in ("serious", "critical")]
+
+
+def test_every_page_renders_with_data_and_has_no_serious_accessibility_issue(
+    browser: Browser, site: tuple[Database, LiveServer]
+) -> None:
+    db, server = site
+    # A crisis case, so that the counselor and the manager have something to show.
+    person = next(u for u in EMPLOYEES if int(POPULATION.manager_id[u - 1]) > 0)
+    r = httpx.put(f"{server.url}/api/v1/employees/{person}/inputs", json=POOR,
+                  headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"})  # fmt: skip
+    assert r.status_code == 200
+    time.sleep(1.5)
+    from sqlalchemy import select
+
+    from tests.integration.workflow import scalar
+    from treevu.db import Intervention
+
+    counselor = scalar(db, select(Intervention.counselor_id).where(Intervention.user_id == person))
+    manager = int(POPULATION.manager_id[person - 1])
+    ARTIFACTS.mkdir(exist_ok=True)
+    pages = {
+        "employee": (EMPLOYEES[0], '[data-testid="profile"]', "Your financial wellness"),
+        "manager": (manager, '[data-testid="team-overview"]', "Your team"),
+        "counselor": (int(counselor), '[data-testid="interventions"] li', "Cases assigned"),
+        "admin": (ADMIN, "canvas", "Segments"),
+    }
+    for role, (uid, content, heading) in pages.items():
+        tab = open_as(browser, server, db, uid)
+        expect(tab.locator(content).first).to_be_visible(timeout=15_000)
+        expect(tab.get_by_role("heading", name=heading)).to_be_visible()
+        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
+        if role == "admin":
+            expect(tab.locator('[data-testid="jobs"] tbody tr').first).to_be_visible()
+        tab.screenshot(path=str(ARTIFACTS / f"{role}.png"), full_page=True)
+        assert axe_serious(tab) == [], role
+        assert "token=" not in tab.url  # the fragment is cleared once kept
+        tab.close()
+
+
+def test_a_toast_the_counter_and_mark_read_across_two_tabs(
+    browser: Browser, site: tuple[Database, LiveServer]
+) -> None:
+    db, server = site
+    uid = EMPLOYEES[1]
+    one, two = open_as(browser, server, db, uid), open_as(browser, server, db, uid)
+    for tab in (one, two):
+        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
+    before = int(bell(one).get_attribute("data-unread") or 0)
+    admin_notify(server, db, uid, "Saved three months")
+    for tab in (one, two):
+        expect(tab.get_by_role("status").filter(has_text="Saved three months")).to_be_visible()
+        expect(bell(tab)).to_have_attribute("data-unread", str(before + 1))
+    button = one.get_by_role("button", name=f"Notifications, {before + 1} unread")
+    expect(button).to_be_visible()
+    button.click()
+    item = one.get_by_role("listitem").filter(has_text="Saved three months")
+    item.get_by_role("button", name="Mark as read").click()
+    for tab in (one, two):
+        expect(bell(tab)).to_have_attribute("data-unread", str(before))
+    one.keyboard.press("Escape")
+    one.close()
+    two.close()
+
+
+def test_reconnecting_then_what_was_missed_shows_once(
+    browser: Browser, sqlite_database: Database
+) -> None:
+    seed_and_score(sqlite_database)
+    settings = sqlite_database.settings(heartbeat_interval=5)
+    uid = EMPLOYEES[2]
+    first = LiveServer(settings)
+    port = first.port
+    with first:
+        tab = open_as(browser, first, sqlite_database, uid)
+        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
+    expect(bell(tab)).to_have_attribute("data-state", "reconnecting", timeout=15_000)
+    # Stored while no server runs (the durable inbox), found by the next one.
+    from sqlalchemy import insert
+
+    execute(
+        sqlite_database,
+        insert(NotificationQueue).values(
+            user_id=uid,
+            type="milestone",
+            title="While you were away",
+            message="Missed it",
+            data=None,
+            status="pending",
+            created_at=datetime.now(UTC),
+        ),  # fmt: skip
+    )
+    second = _on_port(settings, port)
+    with second:
+        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=40_000)
+        bell(tab).get_by_role("button", name="Notifications").first.click()
+        expect(tab.get_by_role("listitem").filter(has_text="While you were away")).to_have_count(1)
+        time.sleep(1)
+        expect(tab.get_by_role("listitem").filter(has_text="While you were away")).to_have_count(1)
+    tab.close()
+
+
+def _on_port(settings: Any, port: int) -> LiveServer:
+    import uvicorn
+
+    from treevu.app import ws_options
+
+    server = LiveServer(settings)
+    server.port = port
+    config = uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning",
+                            **ws_options(settings))  # fmt: skip
+    server.server = uvicorn.Server(config)
+    return server
+
+
+def test_the_survey_form_submits_and_the_profile_changes(
+    browser: Browser, site: tuple[Database, LiveServer]
+) -> None:
+    db, server = site
+    uid = EMPLOYEES[3]
+    tab = open_as(browser, server, db, uid)
+    fwi = tab.get_by_test_id("fwi")
+    expect(fwi).to_be_visible(timeout=15_000)
+    before = fwi.inner_text()
+    form = tab.get_by_test_id("survey")
+    statements = form.locator("fieldset")
+    expect(statements).to_have_count(10)
+    expect(form).to_contain_text("I could handle a major unexpected expense")
+    expect(form).to_contain_text("My finances control my life")
+    for k in range(10):
+        # The most favourable answer each time (reverse-scored items take the other end).
+        labels = statements.nth(k).locator("label")
+        reverse = k + 1 in (3, 5, 6, 7, 9, 10)
+        labels.nth(labels.count() - 1 if reverse else 0).click()
+    form.get_by_role("button", name="Submit survey").click()
+    expect(tab.get_by_role("status").filter(has_text="Your score")).to_be_visible()
+    expect(fwi).not_to_have_text(before, timeout=10_000)
+    tab.close()
+
+
+def test_a_campaign_created_on_the_admin_page_reaches_an_employee_page(
+    browser: Browser, site: tuple[Database, LiveServer]
+) -> None:
+    db, server = site
+    uid = EMPLOYEES[4]
+    from sqlalchemy import select
+
+    from tests.integration.workflow import scalar
+
+    segment = scalar(db, select(EmployeeSegment.segment).where(EmployeeSegment.user_id == uid))
+    employee = open_as(browser, server, db, uid)
+    expect(bell(employee)).to_have_attribute("data-state", "connected", timeout=15_000)
+    admin = open_as(browser, server, db, ADMIN)
+    form = admin.get_by_test_id("campaign-form")
+    expect(form).to_be_visible(timeout=15_000)
+    form.get_by_label("Name").fill("Spring check-in")
+    form.get_by_label("Segment").select_option(segment)
+    form.get_by_label("Title", exact=False).fill("Hello {firstName}")
+    form.get_by_label("Message").fill("A new plan for our {segmentName}")
+    form.get_by_role("button", name="Create campaign").click()
+    name = scalar(db, select(User.name).where(User.id == uid)).split()[0]
+    expect(employee.get_by_role("status").filter(has_text=f"Hello {name}")).to_be_visible(
+        timeout=20_000
+    )
+    expect(admin.get_by_test_id("campaigns")).to_contain_text("Spring check-in")
+    employee.close()
+    admin.close()
+
+
+def test_an_employee_cannot_open_another_roles_page_or_data(
+    browser: Browser, site: tuple[Database, LiveServer]
+) -> None:
+    db, server = site
+    tab = open_as(browser, server, db, EMPLOYEES[5], page="admin")
+    expect(tab.get_by_test_id("forbidden")).to_be_visible(timeout=15_000)
+    statuses = tab.evaluate(
+        """async () => {
+            const token = sessionStorage.getItem('treevu.token');
+            const get = (p) => fetch(p, {headers: {Authorization: `Bearer ${token}`}})
+                .then(r => r.status);
+            return [await get('/api/v1/segments/distribution'), await get('/api/v1/audit'),
+                    await get('/api/v1/team/overview'), await get('/api/v1/interventions')];
+        }"""
+    )
+    assert statuses == [403, 403, 403, 403]
+    tab.evaluate("location.hash = '#/manager'")
+    expect(tab.get_by_test_id("forbidden")).to_contain_text("manager")
+    assert json.dumps(tab.evaluate("Object.keys(sessionStorage)")) == '["treevu.token"]'
+    tab.close()

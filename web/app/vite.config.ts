@@ -1,0 +1,13 @@
+import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
+
+// Built into the Python package (src/treevu/webui), served by the app under /app/.
+export default defineConfig({
+  base: "/app/",
+  plugins: [react()],
+  build: {
+    outDir: "../../src/treevu/webui",
+    emptyOutDir: true,
+    chunkSizeWarningLimit: 1000,
+  },
+});
