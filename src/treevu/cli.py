@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import socket
 import sys
@@ -275,14 +276,25 @@ def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = F
         raise typer.Exit(2)
     engine = _bulk_engine(settings)
     run = import_users if kind == "users" else import_inputs
-    with file.open(newline="", encoding="utf-8") as fh:
-        try:
-            report = run(engine, fh, skip_invalid=skip_invalid, now=datetime.now(UTC))
-        except ImportRejected as exc:
-            for e in exc.errors:
-                err.print(f"{file}:{e}")
-            err.print(f"[red]nothing imported: {len(exc.errors)} bad row(s)[/red]")
-            raise typer.Exit(1) from exc
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # with or without a byte-order mark
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        err.print(
+            f"[red]{file}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02X}); "
+            "save the file as UTF-8 and import it again; nothing imported[/red]"
+        )
+        raise typer.Exit(1) from None
+    try:
+        report = run(
+            engine, io.StringIO(text, newline=""), skip_invalid=skip_invalid, now=datetime.now(UTC)
+        )
+    except ImportRejected as exc:
+        for e in exc.errors:
+            err.print(f"{file}:{e}")
+        err.print(f"[red]nothing imported: {len(exc.errors)} bad row(s)[/red]")
+        raise typer.Exit(1) from exc
     for e in report.errors:
         err.print(f"{file}:{e} (skipped)")
     out.print(f"imported {report.applied:,} {kind}; skipped {len(report.errors):,}")

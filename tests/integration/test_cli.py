@@ -554,3 +554,37 @@ def test_serve_refuses_invalid_settings(cli: Cli) -> None:
         assert done.returncode != 0
         assert name in flat(done.stderr), done.stderr
     assert not cli.db.exists()
+
+
+def test_import_reads_utf8_with_a_bom_and_refuses_latin1_naming_the_line(seeded: Cli) -> None:
+    uid = int(POPULATION.user_id[POPULATION.has_inputs][-1])
+    csv_text = _inputs_csv([{**RECORD, "userId": uid, "monthlyIncome": 6543}])
+    bom = seeded.cwd / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + csv_text.encode("utf-8"))
+    done = seeded("import", "inputs", str(bom), "--no-recompute")
+    assert done.returncode == 0, done.stderr
+    assert seeded.query("SELECT monthlyIncome FROM employee_inputs WHERE userId = ?", uid) == [
+        (6543,)
+    ]
+    before = database_state(seeded)
+    latin = seeded.cwd / "latin1.csv"
+    users = "id,email,name,role,managerId,department\n,a@example.com,Ana,employee,,Ops\n"
+    latin.write_bytes((users + ",b@example.com,José,employee,,Ops\n").encode("latin-1"))
+    done = seeded("import", "users", str(latin))
+    assert done.returncode == 1
+    assert "line 3" in flat(done.stderr) and "not UTF-8" in flat(done.stderr)
+    assert "Traceback" not in done.stderr
+    assert database_state(seeded) == before
+
+
+def test_demo_refuses_a_port_in_use_before_announcing_anything(cli: Cli) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("demo", "--port", str(port))
+    assert done.returncode == 2
+    assert f"port {port}" in flat(done.stderr) and "--port" in flat(done.stderr)
+    assert "token" not in done.stdout and "running" not in done.stdout
