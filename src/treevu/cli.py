@@ -6,6 +6,7 @@ import asyncio
 import gc
 import io
 import json
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,8 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, make_url, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from treevu.app import (
@@ -53,7 +55,11 @@ from treevu.services.people.importer import ImportRejected, import_inputs, impor
 from treevu.services.people.seed import write_population
 from treevu.services.segmentation.recompute import RecomputeResult, recompute
 
-app = typer.Typer(help="Treevü Engage: notifications and financial-wellness segmentation.")
+app = typer.Typer(
+    help="Treevü Engage: notifications and financial-wellness segmentation. "
+    "Add --debug to any command for the full traceback of a failure.",
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database migrations.")
 segment_app = typer.Typer(help="Segmentation jobs.")
 import_app = typer.Typer(help="Load users or employee inputs from CSV.")
@@ -593,4 +599,23 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """``treevu``: a failure to reach the database is two lines naming the setting (exit 2);
+    ``--debug`` anywhere on the command line shows the traceback instead."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except DBAPIError as exc:
+        if debug:
+            raise
+        settings_url = os.environ.get("TREEVU_DATABASE_URL", "the default SQLite file")
+        shown = make_url(settings_url).render_as_string() if "://" in settings_url else settings_url
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        err.print(
+            f"[red]cannot use the database TREEVU_DATABASE_URL={shown}: {reason}[/red]",
+            soft_wrap=True,
+        )
+        err.print("check that the server runs and the database exists (treevu db upgrade creates "
+                  "the tables); --debug shows the traceback", soft_wrap=True)  # fmt: skip
+        raise SystemExit(2) from None

@@ -588,3 +588,16 @@ def test_demo_refuses_a_port_in_use_before_announcing_anything(cli: Cli) -> None
     assert done.returncode == 2
     assert f"port {port}" in flat(done.stderr) and "--port" in flat(done.stderr)
     assert "token" not in done.stdout and "running" not in done.stdout
+
+
+def test_an_unreachable_database_is_two_lines_naming_the_setting(cli: Cli) -> None:
+    url = "postgresql+asyncpg://postgres:secret@127.0.0.1:9/nowhere"
+    for command in (("serve",), ("segment", "recompute", "--all"), ("jobs", "list")):
+        done = cli(*command, env={"TREEVU_DATABASE_URL": url})
+        assert done.returncode == 2, (command, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 2, done.stderr
+        assert "TREEVU_DATABASE_URL=postgresql+asyncpg://postgres:***@127.0.0.1:9" in lines[0]
+        assert "secret" not in done.stderr and "Traceback" not in done.stderr
+    debug = cli("jobs", "list", "--debug", env={"TREEVU_DATABASE_URL": url})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
