@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, create_engine, event, text
@@ -159,7 +160,30 @@ WEB_DIST: Final = Path(__file__).parent / "webui"
 
 
 def mount_web(app: FastAPI) -> None:
-    """The dashboards and the bell under ``/app/`` (a short page when they were not built)."""
+    """The dashboards and the bell under ``/app/`` (a short page when they were not built),
+    and the API reference at ``/docs`` and ``/redoc`` with their scripts from ``/app/vendor``
+    (copied there by the web build), so that they work without internet access."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} — API",
+            swagger_js_url="/app/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/app/vendor/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} — API",
+            redoc_js_url="/app/vendor/redoc.standalone.js",
+            redoc_favicon_url="data:,",
+            with_google_fonts=False,
+        )
+
     if (WEB_DIST / "index.html").is_file():
         app.mount("/app", StaticFiles(directory=WEB_DIST, html=True), name="web")
         return
@@ -201,6 +225,8 @@ def create_app(settings: Settings) -> FastAPI:
             bulk_engine.dispose()
 
     app = TreevuApp(
+        docs_url=None,  # served below from the app's own copy of the assets (no CDN)
+        redoc_url=None,
         title="Treevü Engage",
         version=__version__,
         lifespan=lifespan,

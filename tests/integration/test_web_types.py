@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -39,3 +40,20 @@ def test_the_typescript_types_are_generated_from_it(tmp_path: Path) -> None:
     generated = out.read_text(encoding="utf-8")
     committed = (WEB / "src" / "api-types.ts").read_text(encoding="utf-8")
     assert generated == committed, f"stale: run {REGENERATE}"
+
+
+def test_api_reference_pages_load_their_assets_from_the_app(sqlite_database: Any) -> None:
+    import httpx
+
+    from tests.conftest import LiveServer
+
+    with LiveServer(sqlite_database.settings()) as server:
+        for page, assets in (
+            ("/docs", ("/app/vendor/swagger-ui-bundle.js", "/app/vendor/swagger-ui.css")),
+            ("/redoc", ("/app/vendor/redoc.standalone.js",)),
+        ):
+            html = httpx.get(server.url + page).text
+            assert "cdn" not in html.lower() and "googleapis" not in html
+            for asset in assets:
+                assert asset in html
+                assert httpx.get(server.url + asset).status_code == 200, "make web"
