@@ -232,6 +232,11 @@ async def run_cluster_job(
         return await session.get(JobRun, run_id)
 
 
+def slot_name(slot: datetime) -> str:
+    """``2026-12-01T03:00:00.000Z``: milliseconds, so that sub-second intervals get a slot each."""
+    return slot.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class Scheduler:
     """The jobs of one ``treevu serve`` process on an ``AsyncIOScheduler``."""
 
@@ -263,9 +268,9 @@ class Scheduler:
             except Exception:
                 log.exception("job %s failed", job.name)
             return
-        slot = job.slot(self.ctx.svc.clock() + timedelta(seconds=1))
+        slot = job.slot(self.ctx.svc.clock() + timedelta(seconds=min(1.0, job.every / 2)))
         try:
-            await run_cluster_job(self.ctx, job, slot.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            await run_cluster_job(self.ctx, job, slot_name(slot))
         except Exception:
             log.exception("job %s could not run", job.name)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from treevu.db import Campaign, CampaignDelivery, EmployeeInputs, EmployeeSegment, User
@@ -118,8 +118,8 @@ async def freeze(session: AsyncSession, campaign: Campaign) -> int:
     n = len(arms(campaign))
     rows = [
         {
-            "campaign_id": campaign.id,
-            "user_id": int(uid),
+            "campaignId": campaign.id,
+            "userId": int(uid),
             "segment": str(segment),
             "status": "queued",
             "position": k,
@@ -127,8 +127,9 @@ async def freeze(session: AsyncSession, campaign: Campaign) -> int:
         }
         for k, (uid, segment) in enumerate(found)
     ]
+    connection = await session.connection()  # Core executemany: no ORM work per row
     for start in range(0, len(rows), 5000):
-        await session.execute(insert(CampaignDelivery), rows[start : start + 5000])
+        await connection.execute(insert(_DELIVERIES), rows[start : start + 5000])
     return len(rows)
 
 
@@ -239,21 +240,24 @@ async def _send_batch(svc: Services, campaign_id: int) -> int:
         try:
             stored = await store.write(session, wanted, now)
             by_item = dict(zip((id(n) for n in wanted), stored, strict=True))
-            marks = []
-            muted = []
+            marks: list[tuple[int, int]] = []
+            muted: list[int] = []
             for (did, *_), item in zip(picked, items, strict=True):
                 if id(item) in kept:
-                    marks.append({"did": int(did), "nid": by_item[id(item)]})
+                    marks.append((int(did), by_item[id(item)]))
                 else:
                     muted.append(int(did))
             if marks:
+                # One statement for the batch (a row each would be 2,000 round trips).
                 t = _DELIVERIES
-                connection = await session.connection()
-                await connection.execute(
+                await session.execute(
                     update(t)
-                    .where(t.c.id == bindparam("did"))
-                    .values(status="sent", notificationId=bindparam("nid"), sentAt=now),
-                    marks,
+                    .where(t.c.id.in_([m[0] for m in marks]))
+                    .values(
+                        status="sent",
+                        notificationId=case(dict(marks), value=t.c.id),
+                        sentAt=now,
+                    )
                 )
             if muted:
                 await session.execute(
