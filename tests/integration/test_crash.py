@@ -233,4 +233,21 @@ def test_recompute_killed_before_relaying_is_notified_once_after_restart(
         NotificationQueue.user_id.in_(moved)
     )
     assert scalar(crash_db, told_moved) == len(moved)
-    assert scalar(crash_db, total) == scalar(crash_db, told) == events  # once each
+    # Once each: every moved person got exactly one notification of their own (entering
+    # crisis also tells their manager and a counselor, or the admins: other people).
+    engine = create_engine(crash_db.settings().sync_database_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            own = [
+                uid
+                for uid, data in conn.execute(
+                    select(NotificationQueue.user_id, NotificationQueue.data).where(
+                        NotificationQueue.user_id.in_(moved)
+                    )
+                ).all()
+                if (data or {}).get("crisis") is True
+            ]
+    finally:
+        engine.dispose()
+    assert sorted(own) == sorted(moved)
+    assert scalar(crash_db, told) >= len(moved) and scalar(crash_db, total) >= events

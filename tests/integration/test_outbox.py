@@ -107,14 +107,17 @@ async def relays(seeded: Database) -> AsyncIterator[tuple[Services, Services]]:
 
 
 def notified_users(db: Database) -> list[int]:
+    """Who was told they entered crisis (the employee's own intervention_update, with
+    ``crisis: true``; managers and counselors get theirs too, without it)."""
     return [
         uid
-        for (uid,) in rows(
+        for (uid, data) in rows(
             db,
-            select(NotificationQueue.user_id)
+            select(NotificationQueue.user_id, NotificationQueue.data)
             .where(NotificationQueue.type == "intervention_update")
             .order_by(NotificationQueue.user_id),
         )
+        if (data or {}).get("crisis") is True
     ]
 
 

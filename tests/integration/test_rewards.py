@@ -207,7 +207,10 @@ async def test_fwi_crossings_goals_and_a_segment_change_reach_the_socket_once(
             break
     profile = admin.put(f"/api/v1/employees/{uid}/inputs", RICH).json()
     assert profile["fwiScore"] >= 80
-    got = await notifications(ws, 4)
+    # Three FWI milestones, the move out of crisis (one recommendation), and the intervention
+    # that entering crisis opened, now resolved.
+    got = await notifications(ws, 5)
+    assert [n["data"]["status"] for n in got if n["type"] == "intervention_update"] == ["resolved"]
     fwi = sorted(n["data"]["threshold"] for n in got if n["data"].get("milestone") == "fwi")
     assert fwi == [50, 65, 80]
     moved = [n for n in got if n["type"] == "recommendation"]

@@ -5,6 +5,8 @@ import { defineConfig } from "vite";
 export default defineConfig({
   base: "/app/",
   plugins: [react()],
+  // The bell's source (../bell/src) imports react: one copy, the app's.
+  resolve: { dedupe: ["react", "react-dom"] },
   build: {
     outDir: "../../src/treevu/webui",
     emptyOutDir: true,

@@ -192,16 +192,19 @@ export class NotificationBellElement extends ElementBase {
   #empty!: HTMLParagraphElement;
   #toastRegion!: HTMLDivElement;
 
-  #onWindowOnline = (): void => {
-    if (this.#running && this.#retryTimer !== null && !this.#authBlocked) {
-      this.#scheduleConnect(reconnectDelay(0, null));
-    }
-  };
   #onWindowFocus = (): void => {
     if (this.#running && this.#authBlocked && this.#getToken !== null) this.#credentialsChanged();
   };
   #onDocumentPointerDown = (event: Event): void => {
     if (this.#open && !event.composedPath().includes(this)) this.closePanel(false);
+  };
+  /** Escape closes the open panel wherever the focus is (inside it, or lost to the body). */
+  #onDocumentKeyDown = (event: KeyboardEvent): void => {
+    if (!this.#open || event.key !== "Escape") return;
+    const active = document.activeElement;
+    const inside = event.composedPath().includes(this);
+    if (inside) event.preventDefault();
+    this.closePanel(inside || active === null || active === document.body);
   };
 
   constructor() {
@@ -289,9 +292,8 @@ export class NotificationBellElement extends ElementBase {
       this.#upgradeProperty(prop);
     }
     this.#build();
-    if (!this.hasAttribute("data-state")) this.setAttribute("data-state", this.#state);
-    if (!this.hasAttribute("data-unread")) this.setAttribute("data-unread", String(this.#unread));
-    window.addEventListener("online", this.#onWindowOnline);
+    this.setAttribute("data-state", this.#state);
+    this.setAttribute("data-unread", String(this.#unread));
     window.addEventListener("focus", this.#onWindowFocus);
     document.addEventListener("visibilitychange", this.#onWindowFocus);
     if (this.#running) return; // moved in the document: keep the connection
@@ -301,7 +303,6 @@ export class NotificationBellElement extends ElementBase {
   }
 
   disconnectedCallback(): void {
-    window.removeEventListener("online", this.#onWindowOnline);
     window.removeEventListener("focus", this.#onWindowFocus);
     document.removeEventListener("visibilitychange", this.#onWindowFocus);
     this.closePanel(false);
@@ -341,6 +342,7 @@ export class NotificationBellElement extends ElementBase {
     this.#button.setAttribute("aria-expanded", "true");
     this.#renderList();
     document.addEventListener("pointerdown", this.#onDocumentPointerDown, true);
+    document.addEventListener("keydown", this.#onDocumentKeyDown, true);
     this.#panel.focus();
     if (this.#listStale) void this.refresh();
   }
@@ -353,11 +355,13 @@ export class NotificationBellElement extends ElementBase {
     this.#button.setAttribute("aria-expanded", "false");
     this.#error.hidden = true;
     document.removeEventListener("pointerdown", this.#onDocumentPointerDown, true);
+    document.removeEventListener("keydown", this.#onDocumentKeyDown, true);
     if (returnFocus) this.#button.focus();
   }
 
   /** Marks one notification read (`POST …/notifications/{id}/read`); the count drops at once. */
   async markAsRead(id: number): Promise<void> {
+    if (notificationId(id) === null) return;
     const item = this.#items.get(id);
     if (item?.read === true) return;
     if (item !== undefined) {
@@ -409,9 +413,10 @@ export class NotificationBellElement extends ElementBase {
 
   #upgradeProperty(prop: "url" | "apiBase" | "token" | "getToken" | "toastDuration"): void {
     if (Object.prototype.hasOwnProperty.call(this, prop)) {
-      const value: unknown = (this as Record<string, unknown>)[prop];
-      delete (this as Record<string, unknown>)[prop];
-      (this as Record<string, unknown>)[prop] = value;
+      const self = this as unknown as Record<string, unknown>;
+      const value = self[prop];
+      delete self[prop];
+      self[prop] = value;
     }
   }
 
@@ -526,7 +531,7 @@ export class NotificationBellElement extends ElementBase {
       } catch (err) {
         if (!current()) return;
         this.#emitError("token", `getToken failed: ${String(err)}`);
-        this.#retryLater(null, null);
+        this.#retryLater(null);
         return;
       }
       if (!current()) return;
@@ -571,7 +576,7 @@ export class NotificationBellElement extends ElementBase {
         ws = new WebSocket(wsUrl);
       } catch (err) {
         this.#emitError("url", `cannot open ${wsUrl}: ${String(err)}`);
-        this.#retryLater(null, null);
+        this.#retryLater(null);
         return;
       }
       const session: Session = {
@@ -644,12 +649,15 @@ export class NotificationBellElement extends ElementBase {
       // Ask for a fresh token at once; the same token again means offline until it changes.
       this.#refusedToken = session.token;
       this.#emitError(code, reason || "token expired");
-      this.#setState("reconnecting");
-      if (this.#getToken !== null) this.#scheduleConnect(0);
-      else {
+      if (this.#getToken === null) {
         this.#authBlocked = true;
         this.#setState("offline");
+        return;
       }
+      this.#setState("reconnecting");
+      // At once after a session that was welcomed; backing off if new tokens keep failing.
+      this.#scheduleConnect(this.#attempt === 0 ? 0 : reconnectDelay(this.#attempt, null));
+      this.#attempt += 1;
       return;
     }
     let hint: number | null = null;
@@ -662,17 +670,16 @@ export class NotificationBellElement extends ElementBase {
       if (this.#attempt === 0) this.#throttled = 0;
       if (code === CLOSE_TRY_AGAIN_LATER) hint = retryHintSeconds(reason);
     }
-    this.#retryLater(hint, code);
+    this.#retryLater(hint);
   }
 
-  #retryLater(hintSeconds: number | null, _code: number | null): void {
+  /** Full-jitter backoff (at least the server's hint, when it gave one), then connect. */
+  #retryLater(hintSeconds: number | null): void {
     const delay = reconnectDelay(this.#attempt, hintSeconds);
     this.#attempt += 1;
-    this.#setState(this.#everConnected || this.#state !== "offline" ? "reconnecting" : "reconnecting");
+    this.#setState("reconnecting");
     this.#scheduleConnect(delay);
   }
-
-  #everConnected = false;
 
   // -- messages ----------------------------------------------------------------------------
 
@@ -740,7 +747,6 @@ export class NotificationBellElement extends ElementBase {
     this.#openTimer = null;
     this.#armWatchdog(session);
     this.#attempt = 0;
-    this.#everConnected = true;
     const unread = countOf(msg["unreadCount"]);
     if (unread !== null) {
       this.#setUnread(unread);
@@ -795,11 +801,9 @@ export class NotificationBellElement extends ElementBase {
     const stored: BellNotification = { ...n, read: n.read || existing?.read === true };
     this.#items.set(n.id, stored);
     this.#trimItems();
-    if (!replay && !stored.read && existing === undefined) {
-      this.#setUnread(this.#unread + 1);
-      this.#showToast(stored);
-    } else if (!replay && !stored.read && existing !== undefined && !this.#toasts.has(n.id)) {
-      // Loaded over HTTP a moment before the socket delivered it: new to the person still.
+    if (!replay && !stored.read) {
+      // Live: the server's counts so far did not include it (it sends no unread_count for
+      // a new notification), and the person has not seen it.
       this.#setUnread(this.#unread + 1);
       this.#showToast(stored);
     }
@@ -908,9 +912,7 @@ export class NotificationBellElement extends ElementBase {
   // -- state -------------------------------------------------------------------------------
 
   #setState(state: BellState): void {
-    if (typeof document !== "undefined" && this.isConnected) {
-      this.setAttribute("data-state", state);
-    }
+    this.setAttribute("data-state", state);
     if (this.#built) {
       this.#conn.dataset["state"] = state;
       this.#connLabel.textContent = STATE_LABELS[state];
@@ -923,13 +925,13 @@ export class NotificationBellElement extends ElementBase {
 
   #setUnread(count: number): void {
     const next = Math.max(0, Math.floor(count));
-    if (typeof document !== "undefined") this.setAttribute("data-unread", String(next));
+    this.setAttribute("data-unread", String(next));
     if (this.#built) {
       this.#button.setAttribute("aria-label", `Notifications, ${next} unread`);
       this.#badge.textContent = next > 99 ? "99+" : String(next);
       this.#badge.hidden = next === 0;
-      this.#markAll.disabled = next === 0 && ![...this.#items.values()].some((n) => !n.read);
     }
+    this.#updateMarkAll(next);
     if (next === this.#unread) return;
     this.#unread = next;
     this.#emit(BELL_EVENTS.unread, next);
@@ -971,7 +973,15 @@ export class NotificationBellElement extends ElementBase {
     if (this.#built) return;
     const root = this.shadowRoot;
     if (root === null) return;
-    const style = el("style", { text: BELL_CSS });
+    // A constructed style sheet is not subject to a page's CSP style-src; <style> otherwise.
+    let style: HTMLStyleElement | null = null;
+    if ("adoptedStyleSheets" in root && typeof CSSStyleSheet !== "undefined" && "replaceSync" in CSSStyleSheet.prototype) {
+      const sheet = new CSSStyleSheet();
+      sheet.replaceSync(BELL_CSS);
+      root.adoptedStyleSheets = [sheet];
+    } else {
+      style = el("style", { text: BELL_CSS });
+    }
 
     const button = el("button", {
       className: "bell",
@@ -1018,8 +1028,10 @@ export class NotificationBellElement extends ElementBase {
       text: "Mark all as read",
       attrs: { type: "button", part: "mark-all" },
     });
-    markAll.disabled = true;
-    markAll.addEventListener("click", () => void this.markAllAsRead());
+    markAll.setAttribute("aria-disabled", "true");
+    markAll.addEventListener("click", () => {
+      if (markAll.getAttribute("aria-disabled") !== "true") void this.markAllAsRead();
+    });
     head.append(title, markAll);
     const error = el("p", { className: "panel-error", attrs: { role: "alert" } });
     error.hidden = true;
@@ -1044,10 +1056,8 @@ export class NotificationBellElement extends ElementBase {
       attrs: { part: "toasts", role: "status", "aria-live": "polite", "aria-atomic": "false" },
     });
 
-    const wrap = el("div", { className: "wrap", attrs: { part: "root" } });
-    wrap.style.display = "contents";
-    wrap.append(button, conn, panel);
-    root.append(style, wrap, toasts);
+    if (style !== null) root.append(style);
+    root.append(button, conn, panel, toasts);
     root.addEventListener("keydown", (event) => this.#onKeyDown(event as KeyboardEvent));
 
     this.#button = button;
@@ -1064,15 +1074,19 @@ export class NotificationBellElement extends ElementBase {
     this.#setUnread(this.#unread);
   }
 
+  /**
+   * "Mark all as read" is aria-disabled, not disabled, when there is nothing to mark: a
+   * disabled button would drop the focus (to the body) right after being used.
+   */
+  #updateMarkAll(unread: number): void {
+    if (!this.#built) return;
+    const none = unread === 0 && ![...this.#items.values()].some((n) => !n.read);
+    this.#markAll.setAttribute("aria-disabled", String(none));
+  }
+
   #onKeyDown(event: KeyboardEvent): void {
-    if (event.key !== "Escape") return;
+    if (event.key !== "Escape" || this.#open) return; // the open panel: #onDocumentKeyDown
     const path = event.composedPath();
-    if (this.#open) {
-      event.preventDefault();
-      event.stopPropagation();
-      this.closePanel(true);
-      return;
-    }
     const toast = path.find((node) => node instanceof HTMLElement && node.classList.contains("toast"));
     if (toast instanceof HTMLElement) {
       const id = Number(toast.dataset["id"]);
@@ -1084,9 +1098,7 @@ export class NotificationBellElement extends ElementBase {
 
   #listChanged(): void {
     this.#listDirty = true;
-    if (this.#built) {
-      this.#markAll.disabled = this.#unread === 0 && ![...this.#items.values()].some((n) => !n.read);
-    }
+    this.#updateMarkAll(this.#unread);
     if (this.#open) this.#renderList();
   }
 

@@ -3,7 +3,7 @@
  * its contrast does not depend on the page behind it (a dark header, a light one). Colours can
  * be changed with the `--treevu-bell-*` custom properties or the `::part(...)` selectors.
  */
-export const BELL_CSS = `
+export const BELL_CSS: string = `
 :host {
   display: inline-flex;
   position: relative;
@@ -82,7 +82,7 @@ button:focus-visible, [tabindex]:focus-visible {
   color: var(--treevu-bell-accent, #1d4ed8); font-size: 13px; font-weight: 600;
 }
 .link-button:hover { text-decoration: underline; }
-.link-button:disabled { color: #4b5563; cursor: default; text-decoration: none; }
+.link-button[aria-disabled="true"] { color: #4b5563; cursor: default; text-decoration: none; }
 .panel-error { margin: 0; padding: 0.4rem 0.75rem; color: #991b1b; background: #fef2f2; font-size: 13px; }
 .list {
   list-style: none; margin: 0; padding: 0;
@@ -107,7 +107,7 @@ button:focus-visible, [tabindex]:focus-visible {
 .item-time { font-size: 12px; color: #4b5563; }
 
 .toasts {
-  position: fixed; top: 1rem; right: 1rem; z-index: 2147483000;
+  position: fixed; bottom: 1rem; right: 1rem; z-index: 2147483000;
   display: flex; flex-direction: column; gap: 0.5rem;
   width: min(22rem, calc(100vw - 2rem));
   pointer-events: none;
