@@ -5,6 +5,7 @@ to ``test-artifacts/`` (one per role)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -122,6 +123,8 @@ def test_every_page_renders_with_data_and_has_no_serious_accessibility_issue(
         expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
         if role == "admin":
             expect(tab.locator('[data-testid="jobs"] tbody tr').first).to_be_visible()
+            # This very page's bell is one open connection at least.
+            expect(tab.get_by_test_id("live-connections")).to_have_text(re.compile(r"^[1-9]"))
         tab.screenshot(path=str(ARTIFACTS / f"{role}.png"), full_page=True)
         assert axe_serious(tab) == [], role
         assert "token=" not in tab.url  # the fragment is cleared once kept
@@ -243,10 +246,10 @@ def test_a_campaign_created_on_the_admin_page_reaches_an_employee_page(
     admin = open_as(browser, server, db, ADMIN)
     form = admin.get_by_test_id("campaign-form")
     expect(form).to_be_visible(timeout=15_000)
-    form.get_by_label("Name").fill("Spring check-in")
-    form.get_by_label("Segment").select_option(segment)
+    form.get_by_label("Name", exact=True).fill("Spring check-in")
+    form.get_by_label("Segment", exact=True).select_option(segment)
     form.get_by_label("Title", exact=False).fill("Hello {firstName}")
-    form.get_by_label("Message").fill("A new plan for our {segmentName}")
+    form.get_by_label("Message", exact=True).fill("A new plan for our {segmentName}")
     form.get_by_role("button", name="Create campaign").click()
     name = scalar(db, select(User.name).where(User.id == uid)).split()[0]
     expect(employee.get_by_role("status").filter(has_text=f"Hello {name}")).to_be_visible(

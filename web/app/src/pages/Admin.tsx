@@ -62,7 +62,7 @@ export function AdminPage({ me }: { me: Schemas["Me"] }) {
       fetch("/metrics")
         .then((r) => r.text())
         .then((text) => {
-          const line = text.split("\n").find((l) => l.startsWith("treevu_active_connections "));
+          const line = text.split("\n").find((l) => l.startsWith("treevu_ws_active_connections "));
           setLive(line ? Number(line.split(" ")[1]) : null);
         })
         .catch(() => setLive(null));
