@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ws_scale.py
 	$(BIN)/python bench/ws_handshake.py
 	$(BIN)/python bench/ws_storm.py
+	$(BIN)/python bench/campaigns.py
 
 clean:
 	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules
