@@ -256,6 +256,7 @@ def test_a_campaign_created_on_the_admin_page_reaches_an_employee_page(
         timeout=20_000
     )
     expect(admin.get_by_test_id("campaigns")).to_contain_text("Spring check-in")
+    expect(admin.get_by_test_id("campaign-performance").first).to_contain_text("delivered")
     employee.close()
     admin.close()
 

@@ -246,6 +246,7 @@ function Campaigns() {
             <th scope="col">Campaign</th>
             <th scope="col">Status</th>
             <th scope="col">Progress</th>
+            <th scope="col">Performance</th>
             <th scope="col">Actions</th>
           </tr>
         </thead>
@@ -258,6 +259,9 @@ function Campaigns() {
                 {c.sent.toLocaleString()} / {c.targeted.toLocaleString()}
               </td>
               <td>
+                <CampaignPerformance id={c.id} sent={c.sent} />
+              </td>
+              <td>
                 {c.status === "running" && <button onClick={() => post(`/campaigns/${c.id}/pause`).then(list.reload)}>Pause</button>}
                 {c.status === "paused" && <button onClick={() => post(`/campaigns/${c.id}/resume`).then(list.reload)}>Resume</button>}
               </td>
@@ -266,5 +270,16 @@ function Campaigns() {
         </tbody>
       </table>
     </section>
+  );
+}
+
+function CampaignPerformance({ id, sent }: { id: number; sent: number }) {
+  const stats = useLoad(() => api<Schemas["CampaignStats"]>(`/campaigns/${id}/stats`), [id, sent]);
+  if (!stats.data) return <span className="muted">—</span>;
+  const s = stats.data;
+  return (
+    <span data-testid="campaign-performance">
+      delivered {s.delivered}, opened {s.opened}, clicked {s.clicked}, converted {s.converted}
+    </span>
   );
 }
