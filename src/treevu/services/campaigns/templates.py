@@ -36,3 +36,8 @@ def render(text: str, values: Mapping[str, str]) -> str:
 def segment_name(segment: str) -> str:
     """``rising_stars`` → ``Rising Stars``."""
     return segment.replace("_", " ").title()
+
+
+def placeholders_of(texts: list[str]) -> set[str]:
+    """The placeholders the (checked) templates use."""
+    return {name for text in texts for _, name, _, _ in string.Formatter().parse(text) if name}
