@@ -12,48 +12,19 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-import uvicorn
-from cryptography.fernet import Fernet
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from sqlalchemy import Engine, make_url, select
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from treevu.app import (
-    NotMigrated,
-    build_services,
-    check_migrated,
-    create_app,
-    make_engines,
-    ws_options,
-)
-from treevu.config import Settings
-from treevu.db import NotificationQueue, User
-from treevu.db.migrate import upgrade
-from treevu.faults import crash_point
-from treevu.notifications.crypto import DataCipher
-from treevu.notifications.wire import NOTIFICATION_TYPES, check_data, check_text
-from treevu.population import ADMIN_EMAIL, generate_population
-from treevu.segmentation.engine import InputError, Inputs, profile_at, score
-from treevu.segmentation.policy import default_policy
-from treevu.segmentation.recommendations import recommendation_counts
-from treevu.segmentation.survey import SurveyError, score_survey
-from treevu.services.auth import mint_token
-from treevu.services.context import Actor, Services
-from treevu.services.errors import ServiceError
-from treevu.services.jobs import Empty as JobsEmpty
-from treevu.services.jobs import list_jobs
-from treevu.services.jobs import run_now as run_job_now
-from treevu.services.notifications.inbox import send
-from treevu.services.notifications.store import AuditEntry, CreateRequest, NewNotification
-from treevu.services.people.importer import ImportRejected, import_inputs, import_users
-from treevu.services.people.seed import write_population
-from treevu.services.segmentation.recompute import RecomputeResult, recompute
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+    from sqlalchemy import Engine
+
+    from treevu.config import Settings
+    from treevu.services.context import Services
+    from treevu.services.notifications.store import NewNotification
+    from treevu.services.segmentation.recompute import RecomputeResult
+from rich.console import Console
 
 app = typer.Typer(
     help="Treevü Engage: notifications and financial-wellness segmentation. "
@@ -76,6 +47,10 @@ out = Console()
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from treevu.config import Settings
+
     try:
         return Settings().with_local_secrets()
     except ValidationError as exc:
@@ -86,12 +61,16 @@ def _settings() -> Settings:
 
 
 def _bulk_engine(settings: Settings) -> Any:
+    from treevu.app import make_engines
+
     async_engine, bulk = make_engines(settings)
     async_engine.sync_engine.dispose()
     return bulk
 
 
 def _require_migrated(settings: Settings) -> None:
+    from treevu.app import NotMigrated, check_migrated
+
     try:
         check_migrated(settings)
     except NotMigrated as exc:
@@ -113,6 +92,8 @@ class _Bar:
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description:>16}"),
         BarColumn(),
@@ -126,6 +107,8 @@ def _progress() -> Progress:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all migrations to the configured database."""
+    from treevu.db.migrate import upgrade
+
     settings = _settings()
     settings.ensure_sqlite_dir()
     upgrade(settings.sync_database_url)
@@ -138,6 +121,9 @@ def seed(
     seed: Annotated[int, typer.Option(min=0, help="random seed: same seed, same data")] = 1,
 ) -> None:
     """Write a deterministic synthetic company (replaces users with the same ids)."""
+    from treevu.population import ADMIN_EMAIL, generate_population
+    from treevu.services.people.seed import write_population
+
     settings = _settings()
     _require_migrated(settings)
     population = generate_population(users, seed)
@@ -171,6 +157,9 @@ def segment_recompute(
 
 def _recompute(settings: Settings, engine: Engine, user_ids: list[int] | None) -> RecomputeResult:
     """Recompute with a progress bar (profiles and their outbox events, one transaction)."""
+    from treevu.segmentation.policy import default_policy
+    from treevu.services.segmentation.recompute import recompute
+
     with _progress() as progress:
         result = recompute(
             engine,
@@ -187,6 +176,8 @@ def _recompute(settings: Settings, engine: Engine, user_ids: list[int] | None) -
 def _relay_events(settings: Settings) -> None:
     """Turn the committed segment-change events into notifications now (a server's relay
     would do it too; whichever comes first does, exactly once)."""
+    from treevu.faults import crash_point
+
     crash_point("recompute.committed")
     relayed = asyncio.run(_with_services(settings, lambda svc: svc.relay.drain()))
     if relayed:
@@ -195,6 +186,8 @@ def _relay_events(settings: Settings) -> None:
 
 async def _with_services(settings: Settings, run: Callable[[Services], Awaitable[T]]) -> T:
     """Services without a socket hub (the CLI's): the store, the relay, a publish-only broker."""
+    from treevu.app import build_services, make_engines
+
     async_engine, bulk = make_engines(settings)
     services = build_services(settings, async_engine, bulk)
     await services.open()
@@ -209,6 +202,11 @@ async def _with_services(settings: Settings, run: Callable[[Services], Awaitable
 @app.command()
 def profile() -> None:
     """Read inputs as JSON lines on stdin; print one profile a line. Stores nothing."""
+    from treevu.segmentation.engine import InputError, Inputs, profile_at, score
+    from treevu.segmentation.policy import default_policy
+    from treevu.segmentation.recommendations import recommendation_counts
+    from treevu.segmentation.survey import SurveyError
+
     policy = default_policy()
     status = 0
     for number, line in enumerate(sys.stdin, start=1):
@@ -253,6 +251,9 @@ def profile() -> None:
 
 def _with_survey(record: dict[str, Any]) -> dict[str, Any]:
     """``surveyAnswers``/``surveyAgeBand``/``surveyMode`` in place of ``surveyScore``."""
+    from treevu.segmentation.engine import InputError
+    from treevu.segmentation.survey import SurveyError, score_survey
+
     keys = ("surveyAnswers", "surveyAgeBand", "surveyMode")
     if not any(k in record for k in keys):
         return record
@@ -275,6 +276,8 @@ def _with_survey(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = False) -> None:
+    from treevu.services.people.importer import ImportRejected, import_inputs, import_users
+
     settings = _settings()
     _require_migrated(settings)
     if not file.is_file():
@@ -342,6 +345,12 @@ def token(
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="seconds")] = 3600,
 ) -> None:
     """Mint a JWT for a user (sub = user id), signed with the configured secret."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from treevu.db import User
+    from treevu.services.auth import mint_token
+
     if (user is None) == (email is None):
         err.print("[red]give exactly one of --user ID or --email EMAIL[/red]")
         raise typer.Exit(2)
@@ -372,6 +381,9 @@ def notify(
     data: Annotated[str | None, typer.Option("--data", help="a JSON object")] = None,
 ) -> None:
     """Create and deliver one notification (through Redis when configured)."""
+    from treevu.notifications.wire import NOTIFICATION_TYPES, check_data, check_text
+    from treevu.services.notifications.store import NewNotification
+
     if type_ not in NOTIFICATION_TYPES:
         err.print(f"[red]--type: unknown type {type_!r}; one of {', '.join(NOTIFICATION_TYPES)}")
         raise typer.Exit(2)
@@ -411,6 +423,10 @@ def notify(
 
 async def _notify(services: Services, item: NewNotification) -> tuple[list[int], int]:
     """Store one notification; Redis (when configured) or a running server's tail delivers it."""
+    from treevu.db import User
+    from treevu.services.notifications.inbox import send
+    from treevu.services.notifications.store import AuditEntry, CreateRequest
+
     async with services.sessions() as session:
         user = await session.get(User, item.user_id)
     if user is None or not user.is_active:
@@ -425,6 +441,11 @@ def openapi(
     out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
 ) -> None:
     """Print the OpenAPI document of the HTTP API (what /openapi.json serves)."""
+    from cryptography.fernet import Fernet
+
+    from treevu.app import create_app
+    from treevu.config import Settings
+
     settings = Settings(jwt_secret="-" * 32, encryption_key=Fernet.generate_key().decode())
     text = json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
     if out is None:
@@ -436,6 +457,10 @@ def openapi(
 @jobs_app.command("list")
 def jobs_list() -> None:
     """Every scheduled job: scope, schedule, last run and next run."""
+    from treevu.services.context import Actor
+    from treevu.services.jobs import Empty as JobsEmpty
+    from treevu.services.jobs import list_jobs
+
     settings = _settings()
     _require_migrated(settings)
     admin = Actor(0, "admin")
@@ -461,6 +486,9 @@ def jobs_list() -> None:
 @jobs_app.command("run")
 def jobs_run(name: Annotated[str, typer.Argument(help="a job from `treevu jobs list`")]) -> None:
     """Run a cluster job now (recorded and audited like a scheduled run)."""
+    from treevu.services.errors import ServiceError
+    from treevu.services.jobs import run_now as run_job_now
+
     settings = _settings()
     _require_migrated(settings)
     try:
@@ -477,6 +505,12 @@ def jobs_run(name: Annotated[str, typer.Argument(help="a job from `treevu jobs l
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt stored notification data under the first TREEVU_ENCRYPTION_KEY."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from treevu.db import NotificationQueue
+    from treevu.notifications.crypto import DataCipher
+
     settings = _settings()
     _require_migrated(settings)
     assert settings.encryption_key is not None
@@ -542,6 +576,10 @@ def _require_free_port(host: str, port: int, how: str) -> None:
 def _run(settings: Settings, host: str, port: int, workers: int) -> None:
     # /ws through TreevuWebSocketProtocol: deflate without context takeover, the message-size
     # limit (1009), pings at the heartbeat interval.
+    import uvicorn
+
+    from treevu.app import create_app, ws_options
+
     ws = ws_options(settings)
     if workers == 1:
         served = create_app(settings)
@@ -563,6 +601,17 @@ def demo(
     users: Annotated[int, typer.Option(min=5)] = 2000,
 ) -> None:
     """SQLite, a synthetic company, segmentation once, the server, and sign-in links."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from treevu.db import User
+    from treevu.db.migrate import upgrade
+    from treevu.population import ADMIN_EMAIL, generate_population
+    from treevu.segmentation.policy import default_policy
+    from treevu.services.auth import mint_token
+    from treevu.services.people.seed import write_population
+    from treevu.services.segmentation.recompute import recompute
+
     _require_free_port("127.0.0.1", port, "treevu demo --port")
     settings = _settings()
     settings.ensure_sqlite_dir()
@@ -600,14 +649,18 @@ def demo(
 
 def main() -> None:
     """``treevu``: a failure to reach the database is two lines naming the setting (exit 2);
-    ``--debug`` anywhere on the command line shows the traceback instead."""
+    ``--debug`` anywhere on the command line shows the traceback instead. Each command
+    imports what it uses, so that ``--help`` and the light commands start fast."""
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
     try:
         app()
-    except DBAPIError as exc:
-        if debug:
+    except Exception as exc:
+        from sqlalchemy import make_url
+        from sqlalchemy.exc import DBAPIError
+
+        if debug or not isinstance(exc, DBAPIError):
             raise
         settings_url = os.environ.get("TREEVU_DATABASE_URL", "the default SQLite file")
         shown = make_url(settings_url).render_as_string() if "://" in settings_url else settings_url
