@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/ws_handshake.py
 	$(BIN)/python bench/ws_storm.py
 	$(BIN)/python bench/campaigns.py
+	$(BIN)/python bench/cli_startup.py
+	$(BIN)/python bench/web_pages.py
 
 clean:
 	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules
