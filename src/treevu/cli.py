@@ -43,6 +43,8 @@ app.add_typer(import_app, name="import")
 app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 T = TypeVar("T")
+#: Import errors printed at most (every error is found; the rest are counted).
+ERRORS_SHOWN = 200
 out = Console()
 
 
@@ -300,9 +302,12 @@ def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = F
             engine, io.StringIO(text, newline=""), skip_invalid=skip_invalid, now=datetime.now(UTC)
         )
     except ImportRejected as exc:
-        for e in exc.errors:
-            err.print(f"{file}:{e}")
-        err.print(f"[red]nothing imported: {len(exc.errors)} bad row(s)[/red]")
+        for e in exc.errors[:ERRORS_SHOWN]:
+            err.print(f"{file}:{e}", soft_wrap=True)
+        if len(exc.errors) > ERRORS_SHOWN:
+            err.print(f"… and {len(exc.errors) - ERRORS_SHOWN:,} more errors")
+        rows = len({e.line for e in exc.errors})
+        err.print(f"[red]nothing imported: {len(exc.errors)} error(s) in {rows} row(s)[/red]")
         raise typer.Exit(1) from exc
     for e in report.errors:
         err.print(f"{file}:{e} (skipped)")

@@ -603,3 +603,23 @@ def test_an_unreachable_database_is_two_lines_naming_the_setting(cli: Cli) -> No
         assert "secret" not in done.stderr and "Traceback" not in done.stderr
     debug = cli("jobs", "list", "--debug", env={"TREEVU_DATABASE_URL": url})
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_import_reports_every_error_of_every_row_and_applies_nothing(seeded: Cli) -> None:
+    uid = int(POPULATION.user_id[POPULATION.has_inputs][-2])
+    rows = [
+        {**RECORD, "userId": uid, "monthlySpending": -20, "alerts30d": "many"},
+        {**RECORD, "userId": uid, "surveyScore": 140},
+        {**RECORD, "userId": "x"},
+    ]
+    path = seeded.cwd / "bad.csv"
+    path.write_text(_inputs_csv(rows), encoding="utf-8")
+    before = database_state(seeded)
+    done = seeded("import", "inputs", str(path))
+    assert done.returncode == 1
+    errors = flat(done.stderr)
+    for expected in ("line 2: monthlySpending", "line 2: alerts30d", "line 3: surveyScore",
+                     "line 4: userId"):  # fmt: skip
+        assert expected in errors, (expected, done.stderr)
+    assert "4 error(s) in 3 row(s)" in errors
+    assert database_state(seeded) == before

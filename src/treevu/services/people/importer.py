@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from treevu.db import EmployeeInputs, User
 from treevu.db.bulk import after_explicit_ids, upsert_row
 from treevu.db.users import ROLES
-from treevu.segmentation.engine import COUNT_INPUTS, INPUT_NAMES, InputError, validate_record
+from treevu.segmentation.engine import (
+    COUNT_INPUTS,
+    INPUT_NAMES,
+    OPTIONAL_INPUTS,
+    InputError,
+    check_number,
+)
 from treevu.services.bounds import MAX_INT
 from treevu.services.rewards.achievements import checks_due
 
@@ -124,40 +130,51 @@ def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowErr
 
 
 def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowError]]:
+    """Every row's inputs, and every error of every row (each field is checked on its own)."""
     required = tuple(n for n in INPUT_NAMES if n != "surveyScore")
     reader = _reader(lines, ("userId", *required))
     rows: list[dict[str, Any]] = []
     errors: list[RowError] = []
     for record in reader:
         line = reader.line_num
+        if None in record:
+            errors.append(RowError(line, "row", "more fields than the header"))
+            continue
+        if None in record.values():
+            errors.append(RowError(line, "row", "fewer fields than the header"))
+            continue
+        found: list[RowError] = []
+        user_id = None
         try:
-            if None in record:
-                raise _RowProblem(RowError(line, "row", "more fields than the header"))
-            if None in record.values():
-                raise _RowProblem(RowError(line, "row", "fewer fields than the header"))
             user_id = _int(line, "userId", record.get("userId"))
-            values: dict[str, Any] = {}
-            for name in INPUT_NAMES:
-                text = (record.get(name) or "").strip()
-                if text == "":
-                    values[name] = None
-                    continue
-                try:
-                    values[name] = float(text)
-                except ValueError:
-                    raise _RowProblem(
-                        RowError(line, name, f"must be a number, got {text!r}")
-                    ) from None
-            try:
-                checked: dict[str, Any] = dict(validate_record(values))
-            except InputError as exc:
-                raise _RowProblem(RowError(line, exc.field, exc.message)) from exc
-            for name in (*COUNT_INPUTS, "treePoints"):  # 32-bit INTEGER columns on PG/MariaDB
-                if checked[name] > MAX_INT:
-                    raise _RowProblem(RowError(line, name, f"must be at most {MAX_INT}"))
-            rows.append({**checked, "userId": user_id, "_line": line})
         except _RowProblem as problem:
-            errors.append(problem.error)
+            found.append(problem.error)
+        checked: dict[str, Any] = {}
+        for name in INPUT_NAMES:
+            text = (record.get(name) or "").strip()
+            if text == "":
+                if name in OPTIONAL_INPUTS:
+                    checked[name] = math.nan
+                else:
+                    found.append(RowError(line, name, "is required"))
+                continue
+            try:
+                number = float(text)
+            except ValueError:
+                found.append(RowError(line, name, f"must be a number, got {text!r}"))
+                continue
+            try:
+                checked[name] = check_number(name, number)
+            except InputError as exc:
+                found.append(RowError(line, exc.field, exc.message))
+                continue
+            if name in (*COUNT_INPUTS, "treePoints") and checked[name] > MAX_INT:
+                # 32-bit INTEGER columns on PostgreSQL and MariaDB
+                found.append(RowError(line, name, f"must be at most {MAX_INT}"))
+        if found:
+            errors.extend(found)
+        else:
+            rows.append({**checked, "userId": user_id, "_line": line})
     return rows, errors
 
 
