@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -623,3 +624,52 @@ def test_import_reports_every_error_of_every_row_and_applies_nothing(seeded: Cli
         assert expected in errors, (expected, done.stderr)
     assert "4 error(s) in 3 row(s)" in errors
     assert database_state(seeded) == before
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_demo_prints_links_and_curl_commands_that_work_at_any_width(cli: Cli, columns: int) -> None:
+    import shlex
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [*TREEVU, "demo", "--users", "60", "--port", str(port)],
+        cwd=cli.cwd,
+        env={**cli.env, "COLUMNS": str(columns)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        printed: list[str] = []
+        for line in proc.stdout:
+            printed.append(line.rstrip("\n"))
+            if "Ctrl-C stops it" in line:
+                break
+        links = [line for line in printed if line.startswith("http")]
+        commands = [line for line in printed if line.startswith("curl ")]
+        assert len(links) == len(commands) == 4, printed
+        for link in links:
+            assert link.startswith(f"http://127.0.0.1:{port}/app/#token=")
+            assert link.split("#token=")[1].count(".") == 2  # a whole JWT on one line
+        deadline = time.monotonic() + 30
+        while True:  # the server starts after the announcement
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the demo server did not start"
+            time.sleep(0.1)
+        for command in commands:
+            done = subprocess.run(
+                [*shlex.split(command), "-s", "-o", "/dev/null", "-w", "%{http_code}"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert done.stdout == "200", (command, done.stdout, done.stderr)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
