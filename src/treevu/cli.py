@@ -51,15 +51,41 @@ out = Console()
 def _settings() -> Settings:
     from pydantic import ValidationError
 
-    from treevu.config import Settings
+    from treevu.config import ASYNC_DRIVERS, Settings
 
     try:
-        return Settings().with_local_secrets()
+        settings = Settings().with_local_secrets()
     except ValidationError as exc:
         for e in exc.errors():
             name = "TREEVU_" + "_".join(str(p) for p in e["loc"]).upper()
-            err.print(f"[red]invalid setting {name}: {e['msg']}[/red]")
+            err.print(f"[red]invalid setting {name}: {e['msg']}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
+    scheme = os.environ.get("TREEVU_DATABASE_URL", "").split("://", 1)[0]
+    if scheme in ASYNC_DRIVERS:
+        err.print(f"note: TREEVU_DATABASE_URL {scheme}://… is read as {ASYNC_DRIVERS[scheme]}://…")
+    _check_keys(settings)
+    return settings
+
+
+def _check_keys(settings: Settings) -> None:
+    """A bad key is one line naming its variable (exit 2), not a traceback at start-up."""
+    from treevu.notifications.crypto import DataCipher
+    from treevu.services.auth import TokenVerifier
+
+    checks = (
+        ("TREEVU_ENCRYPTION_KEY", lambda: DataCipher(settings.encryption_key or "")),
+        (
+            "TREEVU_JWT_PUBLIC_KEY" if settings.jwt_public_key else "TREEVU_JWT_SECRET",
+            lambda: TokenVerifier(settings),
+        ),
+    )
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            reason = str(exc).splitlines()[0].split(". See ")[0]
+            err.print(f"[red]invalid setting {name}: {reason}[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 def _bulk_engine(settings: Settings) -> Any:

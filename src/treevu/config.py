@@ -13,11 +13,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATA_DIR = Path(".treevu")
+#: URL schemes without a driver, and what they are read as (``postgres://…`` as many tools
+#: write it, too).
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "mysql": "mysql+asyncmy",
     "mariadb": "mysql+asyncmy",
     "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
 }
 #: The synchronous twin of each async driver, for migrations and bulk jobs run off the loop.
 SYNC_DRIVERS = {
@@ -88,6 +91,9 @@ class Settings(BaseSettings):
             url = make_url(value)
         except ArgumentError as exc:
             raise ValueError(f"not a database URL: {value!r}") from exc
+        if url.drivername in ASYNC_DRIVERS:
+            url = url.set(drivername=ASYNC_DRIVERS[url.drivername])
+            value = url.render_as_string(hide_password=False)
         if url.drivername not in SYNC_DRIVERS:
             known = ", ".join(sorted(SYNC_DRIVERS))
             raise ValueError(f"unsupported driver {url.drivername!r}; use one of {known}")

@@ -673,3 +673,28 @@ def test_demo_prints_links_and_curl_commands_that_work_at_any_width(cli: Cli, co
         proc.wait(timeout=30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_bad_key_is_one_line_naming_its_variable(migrated: Cli) -> None:
+    for env, name in (
+        ({"TREEVU_ENCRYPTION_KEY": "not-a-key"}, "TREEVU_ENCRYPTION_KEY"),
+        ({"TREEVU_JWT_SECRET": "", "TREEVU_JWT_PUBLIC_KEY": "not a pem"}, "TREEVU_JWT_PUBLIC_KEY"),
+    ):
+        done = migrated("serve", env=env)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"invalid setting {name}:"), done.stderr
+
+
+def test_postgres_and_mysql_urls_are_read_with_the_supported_drivers(cli: Cli) -> None:
+    from treevu.config import Settings
+
+    assert Settings(database_url="postgres://u@h/db").database_url == (
+        "postgresql+asyncpg://u@h/db"
+    )
+    assert Settings(database_url="mysql://u@h/db").sync_database_url == "mysql+pymysql://u@h/db"
+    done = cli("jobs", "list", env={"TREEVU_DATABASE_URL": "postgres://postgres@127.0.0.1:9/x"})
+    assert "note: TREEVU_DATABASE_URL postgres://… is read as postgresql+asyncpg://…" in (
+        done.stderr
+    )
+    assert done.returncode == 2
