@@ -14,7 +14,7 @@ WEB_SOURCES := $(shell find web/app/src web/bell/src -type f 2>/dev/null) web/ap
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,mysql,postgres,redis]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,11 @@ ASYNC_DRIVERS = {
     "mariadb": "mysql+asyncmy",
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
+}
+#: The extra that installs each backend's drivers (``pip install 'treevu[postgres]'``).
+DRIVER_EXTRAS = {
+    "mysql+asyncmy": ("mysql", ("asyncmy", "pymysql")),
+    "postgresql+asyncpg": ("postgres", ("asyncpg", "psycopg")),
 }
 #: The synchronous twin of each async driver, for migrations and bulk jobs run off the loop.
 SYNC_DRIVERS = {
@@ -84,6 +90,13 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_installed(cls, value: str | None) -> str | None:
+        if value and importlib.util.find_spec("redis") is None:
+            raise ValueError("Redis needs the redis client: pip install 'treevu[redis]'")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -97,6 +110,12 @@ class Settings(BaseSettings):
         if url.drivername not in SYNC_DRIVERS:
             known = ", ".join(sorted(SYNC_DRIVERS))
             raise ValueError(f"unsupported driver {url.drivername!r}; use one of {known}")
+        extra, modules = DRIVER_EXTRAS.get(url.drivername, ("", ()))
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(
+                f"{url.drivername} needs {', '.join(missing)}: pip install 'treevu[{extra}]'"
+            )
         return value
 
     @model_validator(mode="after")

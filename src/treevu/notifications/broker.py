@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-
 log = logging.getLogger(__name__)
 CHANNEL = "treevu:notifications"
 
@@ -100,6 +98,8 @@ class RedisBroker:
     """Redis pub/sub on one channel; each message carries a batch of envelopes."""
 
     def __init__(self, url: str, channel: str = CHANNEL) -> None:
+        import redis.asyncio as aioredis  # the ``redis`` extra: only a Redis setup needs it
+
         self._redis = aioredis.Redis.from_url(url)
         self._channel = channel
         self._task: asyncio.Task[None] | None = None

@@ -1,0 +1,48 @@
+"""Database drivers and the Redis client are extras: a setting that needs a missing one is
+refused naming the extra to install (the SQLite demo installs none of them)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from treevu.config import Settings
+
+_real = importlib.util.find_spec
+
+
+def _without(*missing: str) -> Any:
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name in missing else _real(name, *args)
+
+    return find_spec
+
+
+@pytest.mark.parametrize(
+    ("url", "missing", "extra"),
+    [
+        ("postgresql+asyncpg://u@h/db", "asyncpg", "postgres"),
+        ("postgres://u@h/db", "psycopg", "postgres"),
+        ("mysql://u@h/db", "asyncmy", "mysql"),
+    ],
+)
+def test_a_backend_without_its_driver_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, missing: str, extra: str
+) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", _without(missing))
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url=url)
+    assert f"pip install 'treevu[{extra}]'" in str(refused.value) and missing in str(refused.value)
+
+
+def test_sqlite_needs_no_extra_and_redis_names_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        importlib.util, "find_spec", _without("asyncpg", "asyncmy", "psycopg", "pymysql", "redis")
+    )
+    assert Settings(database_url="sqlite+aiosqlite:///x.db").database_url.startswith("sqlite")
+    with pytest.raises(ValidationError) as refused:
+        Settings(redis_url="redis://127.0.0.1:6379/0")
+    assert "pip install 'treevu[redis]'" in str(refused.value)
