@@ -255,6 +255,8 @@ async def test_a_message_over_the_limit_closes_with_1009(db: Database, compressi
             # 70 KiB of JSON; deflate would shrink it to little, the limit is on the message.
             await ws.send(json.dumps({"type": "pong", "pad": "x" * (70 * 1024)}))
             assert await closed_with(ws) == 1009
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'treevu_ws_closed_total{code="1009"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("compression", [True, False], ids=["deflate", "plain"])

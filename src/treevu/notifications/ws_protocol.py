@@ -296,6 +296,16 @@ class TreevuWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         self.curr_msg_data_type = "bytes"
 
+    def handle_parser_exception(self) -> None:
+        """websockets closed the socket itself (1009: a message over the size limit; 1002: a
+        protocol error): count it with the app's other closes, then as uvicorn does."""
+        if self.conn.close_sent is not None:
+            app = getattr(self, "scope", {}).get("app")
+            realtime = getattr(getattr(app, "state", None), "realtime", None)
+            if realtime is not None:
+                realtime.metrics.closed.labels(str(self.conn.close_sent.code)).inc()
+        super().handle_parser_exception()
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # The scope now holds the headers as bytes; websockets' parser generator keeps the
