@@ -625,6 +625,18 @@ def test_import_reports_every_error_of_every_row_and_applies_nothing(seeded: Cli
     assert "4 error(s) in 3 row(s)" in errors
     assert database_state(seeded) == before
 
+    users = seeded.cwd / "users-bad.csv"
+    users.write_text(
+        "id,email,name,role,managerId,department\n,not-an-email,,emperor,boss,Ops\n",
+        encoding="utf-8",
+    )
+    done = seeded("import", "users", str(users))
+    assert done.returncode == 1
+    errors = flat(done.stderr)
+    for column in ("email", "name", "role", "managerId"):
+        assert f"line 2: {column}" in errors, (column, done.stderr)
+    assert database_state(seeded) == before
+
 
 @pytest.mark.parametrize("columns", [60, 200])
 def test_demo_prints_links_and_curl_commands_that_work_at_any_width(cli: Cli, columns: int) -> None:

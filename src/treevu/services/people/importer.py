@@ -84,48 +84,57 @@ class _RowProblem(Exception):
 
 
 def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowError]]:
+    """Every row's user, and every error of every row."""
     reader = _reader(lines, ("email", "name"))
     rows: list[dict[str, Any]] = []
     errors: list[RowError] = []
     seen: set[str] = set()
     for record in reader:
         line = reader.line_num
+        if None in record:
+            errors.append(RowError(line, "row", "more fields than the header"))
+            continue
+        if None in record.values():
+            errors.append(RowError(line, "row", "fewer fields than the header"))
+            continue
+        found: list[RowError] = []
+        email = (record.get("email") or "").strip().lower()
         try:
-            if None in record:
-                raise _RowProblem(RowError(line, "row", "more fields than the header"))
-            if None in record.values():
-                raise _RowProblem(RowError(line, "row", "fewer fields than the header"))
-            email = (record.get("email") or "").strip().lower()
-            try:
-                email = _EMAIL.validate_python(email).lower()
-            except ValidationError:
-                raise _RowProblem(
-                    RowError(line, "email", f"not an e-mail address: {email!r}")
-                ) from None
+            email = _EMAIL.validate_python(email).lower()
+        except ValidationError:
+            found.append(RowError(line, "email", f"not an e-mail address: {email!r}"))
+        else:
             if email in seen:
-                raise _RowProblem(RowError(line, "email", f"{email} appears twice in the file"))
-            name = (record.get("name") or "").strip()
-            if not name:
-                raise _RowProblem(RowError(line, "name", "is required"))
-            role = (record.get("role") or "employee").strip()
-            if role not in ROLES:
-                raise _RowProblem(
-                    RowError(line, "role", f"unknown role {role!r}; one of {', '.join(ROLES)}")
-                )
-            rows.append(
-                {
-                    "id": _int(line, "id", record.get("id"), optional=True),
-                    "email": email,
-                    "name": name,
-                    "role": role,
-                    "managerId": _int(line, "managerId", record.get("managerId"), optional=True),
-                    "department": (record.get("department") or "").strip() or None,
-                    "_line": line,
-                }
+                found.append(RowError(line, "email", f"{email} appears twice in the file"))
+        name = (record.get("name") or "").strip()
+        if not name:
+            found.append(RowError(line, "name", "is required"))
+        role = (record.get("role") or "employee").strip()
+        if role not in ROLES:
+            found.append(
+                RowError(line, "role", f"unknown role {role!r}; one of {', '.join(ROLES)}")
             )
-            seen.add(email)
-        except _RowProblem as problem:
-            errors.append(problem.error)
+        ids: dict[str, int | None] = {}
+        for column in ("id", "managerId"):
+            try:
+                ids[column] = _int(line, column, record.get(column), optional=True)
+            except _RowProblem as problem:
+                found.append(problem.error)
+        if found:
+            errors.extend(found)
+            continue
+        rows.append(
+            {
+                "id": ids["id"],
+                "email": email,
+                "name": name,
+                "role": role,
+                "managerId": ids["managerId"],
+                "department": (record.get("department") or "").strip() or None,
+                "_line": line,
+            }
+        )
+        seen.add(email)
     return rows, errors
 
 
