@@ -61,7 +61,6 @@ from rich.table import Table
 from sqlalchemy import Engine, create_engine, func, pool, select, text
 from sqlalchemy.engine import make_url
 
-from treevu.config import SYNC_DRIVERS
 from treevu.db import Campaign, CampaignDelivery, EmployeeSegment, NotificationQueue, User
 from treevu.services.campaigns.sending import target_filter
 from ws_common import (
@@ -69,12 +68,14 @@ from ws_common import (
     ReceiverPool,
     ServerProcess,
     admin_token,
+    cpu_seconds,
     free_port,
     git_state,
     load_average,
     prepare_database,
     process_tree_rss_kb,
     raise_fd_limit,
+    sync_url,
     treevu,
 )
 
@@ -96,24 +97,8 @@ MESSAGE: Final = (
     "three months sooner. Open the app to pick an amount that suits you."
 )
 POLL: Final = 0.05
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 console = Console(width=150)
-
-
-def sync_url(async_url: str) -> str:
-    url = make_url(async_url)
-    return url.set(drivername=SYNC_DRIVERS[url.drivername]).render_as_string(hide_password=False)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` and their descendants, in seconds."""
-    ticks = 0
-    for pid in (p for root in pids for p in process_tree_rss_kb(root)):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
 
 
 def epoch_of(value: datetime | str | None) -> float | None:

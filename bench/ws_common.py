@@ -41,13 +41,14 @@ from pathlib import Path
 from typing import Any, Final, Self, cast
 
 import httpx
+from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.uri import WebSocketURI, parse_uri
 
-from treevu.config import Settings
+from treevu.config import SYNC_DRIVERS, Settings
 from treevu.services.auth import mint_token
 
 FD_LIMIT_WANTED: Final = 20_000
@@ -55,6 +56,7 @@ JWT_SECRET: Final = "bench-secret-0123456789abcdef0123456789abcdef"
 #: A fixed Fernet key (32 bytes, url-safe base64): the benchmark's data is throwaway.
 ENCRYPTION_KEY: Final = "YmVuY2gta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTIzNDU="
 BIN: Final = Path(sys.executable).parent
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit(wanted: int = FD_LIMIT_WANTED) -> int:
@@ -784,6 +786,22 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99, 100)
 def epoch(ts: str) -> float:
     """A notification ``timestamp`` (``…Z``) as epoch seconds."""
     return datetime.fromisoformat(ts).timestamp()
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of ``pids`` and their descendants, in seconds."""
+    ticks = 0
+    for pid in (p for root in pids for p in process_tree_rss_kb(root)):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def sync_url(async_url: str) -> str:
+    """The synchronous twin of a ``TREEVU_DATABASE_URL`` (for the benchmark's own reads)."""
+    url = make_url(async_url)
+    return url.set(drivername=SYNC_DRIVERS[url.drivername]).render_as_string(hide_password=False)
 
 
 def process_tree_rss_kb(pid: int) -> dict[int, int]:

@@ -52,7 +52,6 @@ from websockets.uri import WebSocketURI, parse_uri
 import ws_common as common
 
 RESULTS: Final = Path(__file__).parent / "results" / "ws_handshake.json"
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 TARGET: Final = 0.5
 KINDS: Final = ("treevu", "bare")
 console = Console(width=160)
@@ -231,18 +230,6 @@ class Clients(common.PipedProcesses):
         super().__init__(client_process, jobs, timeout=900)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` and their descendants, in seconds."""
-    ticks = 0
-    for pid in (p for root in pids for p in common.process_tree_rss_kb(root)):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
-
-
 def run_server(
     kind: str, env: dict[str, str], args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
@@ -260,10 +247,13 @@ def run_server(
         with Clients(ws_url, user_ids, args.client_processes, args.concurrency) as pool:
             client_pids = [p.pid or 0 for p in pool.procs]
             load_before = common.load_average()
-            cpu_server, cpu_clients = cpu_seconds([server.pid]), cpu_seconds(client_pids)
+            cpu_server, cpu_clients = (
+                common.cpu_seconds([server.pid]),
+                common.cpu_seconds(client_pids),
+            )
             answers = pool.ask("connect")
-            cpu_server = cpu_seconds([server.pid]) - cpu_server
-            cpu_clients = cpu_seconds(client_pids) - cpu_clients
+            cpu_server = common.cpu_seconds([server.pid]) - cpu_server
+            cpu_clients = common.cpu_seconds(client_pids) - cpu_clients
     done = [d for a in answers for d in a["done"]]
     wall = max((end for _, end in done), default=0) - min(a["first"] for a in answers)
     wall = max(wall, 1e-9)

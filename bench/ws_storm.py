@@ -63,7 +63,6 @@ import ws_common as common
 from treevu.client import Backoff, retry_hint
 
 RESULTS: Final = Path(__file__).parent / "results" / "ws_storm.json"
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 TARGET_SECONDS: Final = 15.0
 #: treevu.client's defaults: base 1 s, cap 30 s, connect + welcome within 30 s.
 BACKOFF: Final = Backoff(1.0, 30.0)
@@ -480,18 +479,6 @@ def probe_stats(samples: list[Probe], start: float, end: float) -> dict[str, Any
 # -- the benchmark -----------------------------------------------------------------------------
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` and their descendants, in seconds."""
-    ticks = 0
-    for pid in (p for root in pids for p in common.process_tree_rss_kb(root)):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLOCK_TICKS
-
-
 def tcp_counters() -> dict[str, int]:
     """The kernel's listen-queue and SYN-cookie counters (``TcpExt`` of /proc/net/netstat;
     for the whole network namespace, not only this benchmark)."""
@@ -596,8 +583,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["adminIdle"] = probe_stats(baseline.samples, 0, math.inf)
 
         armed = merge(pool.ask("arm"))
-        client_cpu = cpu_seconds(pool.pids)
-        out["firstServerCpuSeconds"] = round(cpu_seconds([first.pid]), 2)
+        client_cpu = common.cpu_seconds(pool.pids)
+        out["firstServerCpuSeconds"] = round(common.cpu_seconds([first.pid]), 2)
         out["loadAtKill"] = common.load_average()
         tcp_before = tcp_counters()
         killed = time.monotonic()
@@ -610,7 +597,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         probe.start()
         second.__enter__()
         ready = time.monotonic()
-        cpu_at_ready = cpu_seconds([second.pid])
+        cpu_at_ready = common.cpu_seconds([second.pid])
         console.print(f"  killed; restarted in {ready - spawned:.2f}s (spawn → /healthz 200)")
 
         deadline = ready + args.storm_timeout
@@ -634,8 +621,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
             time.sleep(0.1)
         all_back = progress["lastBack"] if progress["back"] >= n else time.monotonic()
-        server_cpu = cpu_seconds([second.pid]) - cpu_at_ready
-        client_cpu = cpu_seconds(pool.pids) - client_cpu
+        server_cpu = common.cpu_seconds([second.pid]) - cpu_at_ready
+        client_cpu = common.cpu_seconds(pool.pids) - client_cpu
         tcp_after = tcp_counters()
         probe.stop()
         load_after_storm = common.load_average()

@@ -63,9 +63,7 @@ from typing import Any, Final
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
-from treevu.config import SYNC_DRIVERS
 from ws_common import (
     BIN,
     Producer,
@@ -74,6 +72,7 @@ from ws_common import (
     ServerProcess,
     admin_token,
     chunked,
+    cpu_seconds,
     epoch,
     free_port,
     gc_stats,
@@ -83,6 +82,7 @@ from ws_common import (
     prepare_database,
     process_tree_rss_kb,
     raise_fd_limit,
+    sync_url,
 )
 
 RESULTS: Final = Path(__file__).parent / "results" / "ws_throughput.json"
@@ -97,25 +97,8 @@ TARGETS: Final = {
     "latency": "p99 ≤ 50 ms",
     "fanout": "≤ 1 s",
 }
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 console = Console(width=160)
-
-
-def sync_url(async_url: str) -> str:
-    url = make_url(async_url)
-    return url.set(drivername=SYNC_DRIVERS[url.drivername]).render_as_string(hide_password=False)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` (and their descendants), in seconds."""
-    total = 0
-    for root in pids:
-        for pid in process_tree_rss_kb(root):
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
 
 
 def store_check(engine: Engine, ids: list[int], audit_before: int) -> dict[str, Any]:

@@ -146,8 +146,8 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving ``create_app(settings)`` in a thread, on a free loopback port."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.app = create_app(settings)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", **ws_options(settings)

@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import insert, select
 
 from tests.conftest import REQUIRE_SERVERS, Database, LiveServer, seed_and_score, token_for
 from tests.integration.test_rewards import POOR
-from tests.integration.workflow import ADMIN, EMPLOYEES, POPULATION, execute
+from tests.integration.workflow import ADMIN, EMPLOYEES, POPULATION, execute, scalar
 from treevu.app import WEB_DIST
-from treevu.db import EmployeeSegment, NotificationQueue, User
+from treevu.db import EmployeeSegment, Intervention, NotificationQueue, User
 from treevu.population import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,11 +103,6 @@ def test_every_page_renders_with_data_and_has_no_serious_accessibility_issue(
                   headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"})  # fmt: skip
     assert r.status_code == 200
     time.sleep(1.5)
-    from sqlalchemy import select
-
-    from tests.integration.workflow import scalar
-    from treevu.db import Intervention
-
     counselor = scalar(db, select(Intervention.counselor_id).where(Intervention.user_id == person))
     manager = int(POPULATION.manager_id[person - 1])
     ARTIFACTS.mkdir(exist_ok=True)
@@ -169,8 +165,6 @@ def test_reconnecting_then_what_was_missed_shows_once(
         expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
     expect(bell(tab)).to_have_attribute("data-state", "reconnecting", timeout=15_000)
     # Stored while no server runs (the durable inbox), found by the next one.
-    from sqlalchemy import insert
-
     execute(
         sqlite_database,
         insert(NotificationQueue).values(
@@ -183,7 +177,7 @@ def test_reconnecting_then_what_was_missed_shows_once(
             created_at=datetime.now(UTC),
         ),  # fmt: skip
     )
-    second = _on_port(settings, port)
+    second = LiveServer(settings, port=port)
     with second:
         expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=40_000)
         bell(tab).get_by_role("button", name="Notifications").first.click()
@@ -191,19 +185,6 @@ def test_reconnecting_then_what_was_missed_shows_once(
         time.sleep(1)
         expect(tab.get_by_role("listitem").filter(has_text="While you were away")).to_have_count(1)
     tab.close()
-
-
-def _on_port(settings: Any, port: int) -> LiveServer:
-    import uvicorn
-
-    from treevu.app import ws_options
-
-    server = LiveServer(settings)
-    server.port = port
-    config = uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning",
-                            **ws_options(settings))  # fmt: skip
-    server.server = uvicorn.Server(config)
-    return server
 
 
 def test_the_survey_form_submits_and_the_profile_changes(
@@ -236,10 +217,6 @@ def test_a_campaign_created_on_the_admin_page_reaches_an_employee_page(
 ) -> None:
     db, server = site
     uid = EMPLOYEES[4]
-    from sqlalchemy import select
-
-    from tests.integration.workflow import scalar
-
     segment = scalar(db, select(EmployeeSegment.segment).where(EmployeeSegment.user_id == uid))
     employee = open_as(browser, server, db, uid)
     expect(bell(employee)).to_have_attribute("data-state", "connected", timeout=15_000)

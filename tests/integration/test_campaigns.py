@@ -3,6 +3,7 @@ SQLite, MariaDB and PostgreSQL; bad input refused with nothing stored."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import Database, LiveServer
-from tests.integration.workflow import ADMIN, EMPLOYEES, As, notifications, scalar
+from tests.integration.workflow import ADMIN, EMPLOYEES, As, notifications, scalar, sync_engine
 from treevu.app import build_services, make_engines
 from treevu.db import Campaign, CampaignDelivery, EmployeeSegment, NotificationQueue, User
 from treevu.segmentation.policy import SEGMENTS
@@ -68,8 +69,6 @@ def biggest_segment(db: Database) -> tuple[str, int]:
 
 
 def _statuses(db: Database, cid: int) -> dict[str, int]:
-    from tests.integration.workflow import sync_engine
-
     engine = sync_engine(db)
     try:
         with engine.connect() as conn:
@@ -236,7 +235,7 @@ async def test_over_http_a_target_receives_it_and_stats_count_what_people_did(
                 and admin.get(f"/api/v1/campaigns/{cid}").json()["status"] == "completed"
             ):
                 break
-            await _sleep(0.1)
+            await asyncio.sleep(0.1)
         assert stats["targeted"] == size
         for key in ("opened", "clicked", "converted"):
             assert stats[key] == 1 and stats["bySegment"][segment][key] == 1, (key, stats)
@@ -248,12 +247,6 @@ async def test_over_http_a_target_receives_it_and_stats_count_what_people_did(
         again = admin.post(f"/api/v1/campaigns/{cid}/pause")
         assert again.status_code == 409 and "completed" in again.json()["error"]["message"]
         await ws.close()
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def test_bad_campaigns_are_refused_by_name_and_store_nothing(

@@ -61,7 +61,6 @@ def test_two_servers_run_each_slot_of_a_cluster_job_exactly_once(
         gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
         assert gaps == {timedelta(seconds=1)}, (job, times)
     assert all(ok for *_, ok in runs if ok is not None)
-    assert len({node for _, _, node, _ in runs}) >= 1
     engine = sync_engine(database)
     try:
         with engine.connect() as conn:

@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 from treevu.db import AuditLog
 from treevu.services.bounds import RowId
 from treevu.services.context import Actor, Services
-from treevu.services.segmentation.queries import decode_cursor, page_cursor
+from treevu.services.segmentation.queries import newest_first, page_cursor
 
 
 class Model(BaseModel):
@@ -43,10 +43,7 @@ class AuditPage(Model):
 async def list_audit(svc: Services, actor: Actor, inp: AuditListInput) -> AuditPage:
     """Admin: audit entries, newest first; ``action`` matches exactly."""
     actor.require_admin()
-    stmt = select(AuditLog).order_by(AuditLog.id.desc()).limit(inp.limit)
-    before = decode_cursor(inp.cursor)
-    if before is not None:
-        stmt = stmt.where(AuditLog.id < before)
+    stmt = newest_first(select(AuditLog), AuditLog.id, inp.cursor, inp.limit)
     if inp.action is not None:
         stmt = stmt.where(AuditLog.action == inp.action)
     if inp.user_id is not None:

@@ -26,7 +26,7 @@ from treevu.services.bounds import RowId
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, forbidden, not_found
 from treevu.services.notifications.store import NewNotification
-from treevu.services.segmentation.queries import decode_cursor, page_cursor
+from treevu.services.segmentation.queries import newest_first, page_cursor
 
 Status = Literal["open", "contacted", "in_progress", "resolved", "closed"]
 #: The flow of SPEC §9, in order; resolved and closed end it.
@@ -330,14 +330,11 @@ async def list_interventions(
 ) -> InterventionPage:
     """A counselor's own interventions; every one for an admin. Newest first."""
     _require_counselor_or_admin(actor)
-    stmt = select(Intervention).order_by(Intervention.id.desc()).limit(inp.limit)
+    stmt = newest_first(select(Intervention), Intervention.id, inp.cursor, inp.limit)
     if actor.role == "counselor":
         stmt = stmt.where(Intervention.counselor_id == actor.user_id)
     if inp.status is not None:
         stmt = stmt.where(Intervention.status == inp.status)
-    before = decode_cursor(inp.cursor)
-    if before is not None:
-        stmt = stmt.where(Intervention.id < before)
     async with svc.sessions() as session:
         rows = list(await session.scalars(stmt))
         items = await _out(session, rows)
@@ -377,9 +374,7 @@ async def update_intervention(
             )
         now = svc.clock()
         items = await _move(session, found, inp.status, actor.user_id, inp.note, now)
-        stored: list[int] = []
-        try:
-            stored = await svc.store.write(session, items, now)
+        async with svc.store.committing(session, items, now):
             session.add(
                 AuditLog(
                     actor_id=actor.user_id,
@@ -389,11 +384,6 @@ async def update_intervention(
                     created_at=now,
                 )
             )
-            await session.commit()
-        except BaseException:
-            svc.store.abandoned(stored)
-            raise
-        await svc.store.published(items, stored, now)
         await session.refresh(found)
         return (await _out(session, [found]))[0]
 

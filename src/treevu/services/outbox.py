@@ -128,12 +128,6 @@ class OutboxRelay:
                     log.warning("no handler for %d outbox event(s) of kind %r", len(of_kind), kind)
                     continue
                 items.extend(await handler(session, of_kind))
-            stored: list[int] = []
-            try:
-                stored = await self._store.write(session, items, now)
-                await session.commit()
-            except BaseException:
-                self._store.abandoned(stored)
-                raise
-        await self._store.published(items, stored, now)
+            async with self._store.committing(session, items, now):
+                pass
         return len(ids)

@@ -24,7 +24,7 @@ from treevu.services.campaigns.sending import CampaignType, arms, epoch_ms
 from treevu.services.campaigns.templates import check_template
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, not_found
-from treevu.services.segmentation.queries import decode_cursor, page_cursor
+from treevu.services.segmentation.queries import newest_first, page_cursor
 
 Status = Literal["scheduled", "running", "paused", "completed", "cancelled"]
 ConversionEvent = Literal["recommendation_completed", "survey_answered"]
@@ -213,10 +213,7 @@ async def create_campaign(svc: Services, actor: Actor, inp: CampaignCreate) -> C
 async def list_campaigns(svc: Services, actor: Actor, inp: CampaignListInput) -> CampaignPage:
     """Newest first."""
     actor.require_admin()
-    stmt = select(Campaign).order_by(Campaign.id.desc()).limit(inp.limit)
-    before = decode_cursor(inp.cursor)
-    if before is not None:
-        stmt = stmt.where(Campaign.id < before)
+    stmt = newest_first(select(Campaign), Campaign.id, inp.cursor, inp.limit)
     if inp.status is not None:
         stmt = stmt.where(Campaign.status == inp.status)
     async with svc.sessions() as session:

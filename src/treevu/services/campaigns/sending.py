@@ -40,7 +40,6 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from treevu.db import Campaign, CampaignDelivery, EmployeeInputs, EmployeeSegment, User
-from treevu.faults import crash_point
 from treevu.services.campaigns.templates import placeholders_of, render, segment_name
 from treevu.services.context import Services
 from treevu.services.notifications.preferences import unmuted
@@ -247,9 +246,7 @@ async def _send_batch(svc: Services, campaign_id: int) -> int:
         items = await _notifications(session, campaign, picked)
         wanted = await unmuted(session, items)
         kept = {id(n) for n in wanted}
-        stored: list[int] = []
-        try:
-            stored = await store.write(session, wanted, now)
+        async with store.committing(session, wanted, now) as stored:
             by_item = dict(zip((id(n) for n in wanted), stored, strict=True))
             marks: list[tuple[int, int]] = []
             muted: list[int] = []
@@ -275,12 +272,6 @@ async def _send_batch(svc: Services, campaign_id: int) -> int:
             await session.execute(
                 update(Campaign).where(Campaign.id == campaign_id).values(paced_until_ms=paid_now)
             )
-            await session.commit()
-        except BaseException:
-            store.abandoned(stored)
-            raise
-    crash_point("campaign.batch")
-    await store.published(wanted, stored, now)
     return len(picked)
 
 

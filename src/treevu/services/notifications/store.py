@@ -15,8 +15,9 @@ publish finds the rows by itself (``delivery.Delivery.tail`` and the pending swe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple, Protocol
@@ -403,6 +404,24 @@ class NotificationStore:
                 text("SELECT pg_notify(:channel, '')"), {"channel": self._notify_channel}
             )
         return ids
+
+    @contextlib.asynccontextmanager
+    async def committing(
+        self, session: AsyncSession, items: Sequence[NewNotification], now: datetime
+    ) -> AsyncIterator[list[int]]:
+        """Store ``items`` in ``session``'s transaction, let the caller add its own writes
+        (the ids are yielded), commit, and then publish — or, when anything fails before the
+        commit, tell the watchers the ids were abandoned. The one way a use case creates
+        notifications inside its own transaction (outbox relay, campaigns, interventions)."""
+        stored: list[int] = []
+        try:
+            stored = await self.write(session, items, now)
+            yield stored
+            await session.commit()
+        except BaseException:
+            self.abandoned(stored)
+            raise
+        await self.published(items, stored, now)
 
     def abandoned(self, ids: Sequence[int]) -> None:
         """``ids`` from :meth:`write` whose transaction did not commit."""

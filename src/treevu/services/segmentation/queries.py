@@ -196,6 +196,13 @@ def decode_cursor(cursor: str | None) -> int | None:
     return value
 
 
+def newest_first(stmt: Any, id_column: Any, cursor: str | None, limit: int) -> Any:
+    """``stmt`` newest first by ``id_column``: the page after ``cursor`` (see page_cursor)."""
+    stmt = stmt.order_by(id_column.desc()).limit(limit)
+    before = decode_cursor(cursor)
+    return stmt if before is None else stmt.where(id_column < before)
+
+
 def page_cursor(ids: list[int], limit: int) -> str | None:
     return _encode_cursor(ids[-1]) if len(ids) == limit and ids else None
 
