@@ -218,7 +218,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            scheduler.stop()
+            await scheduler.stop()
             await realtime.stop()
             await services.close()
             await async_engine.dispose()

@@ -60,7 +60,8 @@ def test_two_servers_run_each_slot_of_a_cluster_job_exactly_once(
         assert len(times) >= 4, times
         gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
         assert gaps == {timedelta(seconds=1)}, (job, times)
-    assert all(ok for *_, ok in runs if ok is not None)
+    # A stopped server lets its runs in flight finish (SIGTERM): none is left half-done.
+    assert all(ok for *_, ok in runs), [r for r in runs if not r[3]]
     engine = sync_engine(database)
     try:
         with engine.connect() as conn:

@@ -19,6 +19,7 @@ scheduler but from the database, which every node shares whatever the setup:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -244,6 +245,7 @@ class Scheduler:
         self.ctx = JobContext(svc, realtime, realtime.presence.node_id if realtime else "")
         self.jobs = job_table(svc.settings)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
         for job in self.jobs.values():
@@ -258,10 +260,26 @@ class Scheduler:
             )
         self._scheduler.start()
 
-    def stop(self) -> None:
+    async def stop(self, grace: float = 10.0) -> None:
+        """Fire nothing new, then let runs in flight finish (up to ``grace`` seconds).
+
+        A cluster run holds its slot from the start: stopped half-way it would stay unfinished
+        and unaudited (the next slot catches up on what it missed).
+        """
         self._scheduler.shutdown(wait=False)
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace)
 
     async def _fire(self, job: Job) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await self._run(job)
+        finally:
+            self._running.discard(task)
+
+    async def _run(self, job: Job) -> None:
         if job.scope == "node":
             try:
                 await job.run(self.ctx)
