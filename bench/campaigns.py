@@ -81,7 +81,7 @@ from ws_common import (
 
 RESULTS: Final = Path(__file__).parent / "results" / "campaigns.json"
 POSTGRES_URL: Final = os.environ.get(
-    "TREEVU_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432"
+    "TREEVU_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
 )
 #: Unlimited pace: the admin limit and the campaign's pace (the pace is the smaller one).
 UNLIMITED: Final = 1_000_000_000

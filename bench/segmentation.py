@@ -66,7 +66,7 @@ from treevu.services.segmentation.recompute import RecomputeResult, recompute
 SERVER_URLS: Final = {
     "mariadb": os.environ.get("TREEVU_BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306"),
     "postgresql": os.environ.get(
-        "TREEVU_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432"
+        "TREEVU_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
     ),
 }
 BACKENDS: Final = ("sqlite", "mariadb", "postgresql")

@@ -35,7 +35,7 @@ from treevu.services.segmentation.recompute import recompute
 
 MYSQL_URL = os.environ.get("TREEVU_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test")
 POSTGRES_URL = os.environ.get(
-    "TREEVU_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    "TREEVU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TREEVU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_SERVERS = os.environ.get("TREEVU_TEST_REQUIRE_SERVERS") == "1"

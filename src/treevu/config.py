@@ -15,24 +15,27 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATA_DIR = Path(".treevu")
 #: URL schemes without a driver, and what they are read as (``postgres://…`` as many tools
-#: write it, too).
+#: write it, too). PostgreSQL has one driver, psycopg 3, for both the event loop and the bulk
+#: path (COPY); ``postgresql+asyncpg://``, the spelling SPEC §1 shows, is read as it.
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "mysql": "mysql+asyncmy",
     "mariadb": "mysql+asyncmy",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
 }
 #: The extra that installs each backend's drivers (``pip install 'treevu[postgres]'``).
 DRIVER_EXTRAS = {
     "mysql+asyncmy": ("mysql", ("asyncmy", "pymysql")),
-    "postgresql+asyncpg": ("postgres", ("asyncpg", "psycopg")),
+    "postgresql+psycopg": ("postgres", ("psycopg",)),
 }
-#: The synchronous twin of each async driver, for migrations and bulk jobs run off the loop.
+#: The synchronous twin of each async driver, for migrations and bulk jobs run off the loop
+#: (psycopg is both: SQLAlchemy picks its async or sync side by the engine).
 SYNC_DRIVERS = {
     "sqlite+aiosqlite": "sqlite+pysqlite",
     "mysql+asyncmy": "mysql+pymysql",
-    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
 }
 
 

@@ -594,13 +594,13 @@ def test_demo_refuses_a_port_in_use_before_announcing_anything(cli: Cli) -> None
 
 
 def test_an_unreachable_database_is_two_lines_naming_the_setting(cli: Cli) -> None:
-    url = "postgresql+asyncpg://postgres:secret@127.0.0.1:9/nowhere"
+    url = "postgresql+psycopg://postgres:secret@127.0.0.1:9/nowhere"
     for command in (("serve",), ("segment", "recompute", "--all"), ("jobs", "list")):
         done = cli(*command, env={"TREEVU_DATABASE_URL": url})
         assert done.returncode == 2, (command, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 2, done.stderr
-        assert "TREEVU_DATABASE_URL=postgresql+asyncpg://postgres:***@127.0.0.1:9" in lines[0]
+        assert "TREEVU_DATABASE_URL=postgresql+psycopg://postgres:***@127.0.0.1:9" in lines[0]
         assert "secret" not in done.stderr and "Traceback" not in done.stderr
     debug = cli("jobs", "list", "--debug", env={"TREEVU_DATABASE_URL": url})
     assert debug.returncode != 0 and "Traceback" in debug.stderr
@@ -702,11 +702,14 @@ def test_postgres_and_mysql_urls_are_read_with_the_supported_drivers(cli: Cli) -
     from treevu.config import Settings
 
     assert Settings(database_url="postgres://u@h/db").database_url == (
-        "postgresql+asyncpg://u@h/db"
+        "postgresql+psycopg://u@h/db"
     )
     assert Settings(database_url="mysql://u@h/db").sync_database_url == "mysql+pymysql://u@h/db"
     done = cli("jobs", "list", env={"TREEVU_DATABASE_URL": "postgres://postgres@127.0.0.1:9/x"})
-    assert "note: TREEVU_DATABASE_URL postgres://… is read as postgresql+asyncpg://…" in (
+    assert "note: TREEVU_DATABASE_URL postgres://… is read as postgresql+psycopg://…" in (
         done.stderr
     )
     assert done.returncode == 2
+    url = "postgresql+asyncpg://postgres@127.0.0.1:9/x"  # SPEC §1's spelling: the one driver
+    done = cli("jobs", "list", env={"TREEVU_DATABASE_URL": url})
+    assert "is read as postgresql+psycopg://…" in done.stderr and done.returncode == 2

@@ -185,7 +185,7 @@ class PostgresProcess(_OwnServer):
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
         deadline = time.monotonic() + 30

@@ -74,12 +74,20 @@ def not_found(message: str) -> ServiceError:
 #: MariaDB/MySQL client errors that mean "no server": can't connect (2002, 2003), gone away
 #: (2006), lost (2013), shutting down (1053).
 _MYSQL_UNREACHABLE: Final = frozenset({1053, 2002, 2003, 2006, 2013})
-#: asyncpg's errors for a connection that is not there (or not yet accepting).
-_PG_UNREACHABLE: Final = frozenset(
-    {"CannotConnectNowError", "ConnectionDoesNotExistError", "ConnectionFailureError"}
+#: PostgreSQL SQLSTATEs that mean "no server": a connection exception (class 08), shutting
+#: down or restarting (57P01-57P03).
+_PG_UNREACHABLE: Final = frozenset({"57P01", "57P02", "57P03"})
+#: Words of driver messages that mean the server was not reached or went away (psycopg reports
+#: these without a SQLSTATE), or that SQLite is busy.
+_UNREACHABLE_WORDS: Final = (
+    "connection refused",
+    "connect call failed",
+    "connection failed",
+    "server closed the connection",
+    "the connection is closed",
+    "the connection is lost",
+    "database is locked",
 )
-#: Words of driver messages that mean the server was not reached, or SQLite is busy.
-_UNREACHABLE_WORDS: Final = ("connection refused", "connect call failed", "database is locked")
 
 
 def database_unavailable(exc: BaseException) -> ServiceError | None:
@@ -87,8 +95,8 @@ def database_unavailable(exc: BaseException) -> ServiceError | None:
     lost, timed out, pool exhausted, SQLite busy — rather than that a statement was wrong (a
     missing table stays a 500: retrying will not help).
 
-    A refused connection can arrive as the driver's own ``ConnectionError`` (asyncpg's
-    reconnect under the pool's pre-ping is not wrapped by SQLAlchemy).
+    A refused connection can arrive as the driver's own ``ConnectionError`` (a reconnect under
+    the pool's pre-ping is not always wrapped by SQLAlchemy).
     """
     if isinstance(exc, PoolTimeout | ConnectionError) or _unreachable(exc):
         return ServiceError(
@@ -110,7 +118,8 @@ def _unreachable(exc: BaseException) -> bool:
     code = orig.args[0] if orig is not None and orig.args else None
     if isinstance(code, int) and code in _MYSQL_UNREACHABLE:
         return True
-    if type(orig).__name__ in _PG_UNREACHABLE:
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str) and (state.startswith("08") or state in _PG_UNREACHABLE):
         return True
     text = str(orig).lower()
     return any(words in text for words in _UNREACHABLE_WORDS)

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import make_url
 
 from treevu.db import EmployeeSegment, NotificationQueue, RecommendationEvent
 from treevu.notifications.hub import Hub
@@ -51,7 +51,6 @@ class Realtime:
         self._jobs: list[asyncio.Task[None]] = []
         self._gauges_at = float("-inf")
         self._tail_wake = asyncio.Event()
-        self._listening: AsyncConnection | None = None
 
     def _stored(self, items: Sequence[NewNotification], ids: Sequence[int]) -> None:
         for type_, count in Counter(n.type for n in items).items():
@@ -80,12 +79,37 @@ class Realtime:
             self._jobs.append(asyncio.create_task(self._tail_loop(), name="tail"))
 
     async def _listen(self, channel: str) -> None:
-        """``LISTEN`` on a connection of its own (asyncpg calls back on each ``NOTIFY``)."""
-        engine: AsyncEngine = self.svc.sessions.kw["bind"]
-        self._listening = await engine.connect()
-        raw = await self._listening.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.add_listener(channel, lambda *_: self._tail_wake.set())
+        """Start listening; return once ``LISTEN`` is in place (or after 10 s of trying)."""
+        ready = asyncio.Event()
+        self._jobs.append(asyncio.create_task(self._listen_loop(channel, ready), name="listen"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await ready.wait()
+
+    async def _listen_loop(self, channel: str, ready: asyncio.Event) -> None:
+        """``LISTEN`` on a psycopg connection of its own and wake the tail on each ``NOTIFY``.
+        A lost connection is opened again a second later; the tail, which also runs every
+        ``tail_interval``, looks once more at once so that nothing waits for the gap."""
+        import psycopg
+        from psycopg import sql
+
+        conninfo = (
+            make_url(self.settings.database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    ready.set()
+                    self._tail_wake.set()  # whatever was committed while not listening
+                    async for _ in conn.notifies():
+                        self._tail_wake.set()
+            except psycopg.Error as exc:
+                log.warning("LISTEN %s lost (%s); listening again in 1 s", channel, exc)
+            await asyncio.sleep(1.0)
 
     async def _tail_loop(self) -> None:
         while True:
@@ -104,8 +128,6 @@ class Realtime:
         for job in self._jobs:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
-        if self._listening is not None:
-            await self._listening.close()
         await self.hub.shutdown()
         self.sessions.close()
         await self.delivery.close()

@@ -164,7 +164,12 @@ def checks_due(now: datetime, user_ids: Sequence[int] | None = None) -> Insert:
     ).where(due)
     if user_ids is not None:
         chosen = chosen.where(_I.user_id.in_(list(user_ids)))
-    return insert(OutboxEvent).from_select(["kind", "userId", "payload", "createdAt"], chosen)
+    # An INSERT's rowcount is kept only when asked (SQLAlchemy keeps UPDATE's and DELETE's).
+    return (
+        insert(OutboxEvent)
+        .from_select(["kind", "userId", "payload", "createdAt"], chosen)
+        .execution_options(preserve_rowcount=True)
+    )
 
 
 def baseline(now: datetime) -> list[Insert]:
