@@ -9,7 +9,7 @@ WEB_BUILT := src/treevu/webui/index.html
 WEB_SOURCES := $(shell find web/app/src web/bell/src -type f 2>/dev/null) web/app/index.html \
 	web/app/vite.config.ts web/app/package.json web/app/package-lock.json
 
-.PHONY: demo test lint typecheck unit bench install clean web
+.PHONY: demo test test-lowest lint typecheck unit bench install clean web
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ test: lint typecheck $(WEB_BUILT)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+# The lower bounds of pyproject.toml really work: every runtime dependency (backend extras too) at
+# the lowest version it allows, in a venv of its own, runs the unit tests.
+LOWEST := .venv-lowest
+test-lowest: $(STAMP)
+	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
+	$(BIN)/python .ci/lowest_constraints.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install --quiet -c $(LOWEST)/constraints.txt -e '.[dev,mysql,postgres,redis]'
+	@echo "lowest allowed: $$(tr '\n' ' ' < $(LOWEST)/constraints.txt)"
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/unit
+
 bench: $(STAMP)
 	$(BIN)/python bench/segmentation.py
 	$(BIN)/python bench/ws_memory.py
@@ -53,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/web_pages.py
 
 clean:
-	rm -rf $(VENV) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules
+	rm -rf $(VENV) $(LOWEST) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules
