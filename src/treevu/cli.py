@@ -147,6 +147,15 @@ def db_upgrade() -> None:
 def seed(
     users: Annotated[int, typer.Option(min=5, help="how many users in all")] = 2000,
     seed: Annotated[int, typer.Option(min=0, help="random seed: same seed, same data")] = 1,
+    history_months: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=36,
+            help="also a synthetic history of this many past months, with known "
+            "effects (docs/analytics.md); profiles are placed and this month's snapshot taken",
+        ),
+    ] = 0,
 ) -> None:
     """Write a deterministic synthetic company (replaces users with the same ids)."""
     from treevu.population import ADMIN_EMAIL, generate_population
@@ -156,9 +165,39 @@ def seed(
     _require_migrated(settings)
     population = generate_population(users, seed)
     engine = _bulk_engine(settings)
+    now = datetime.now(UTC)
     with _progress() as progress:
-        write_population(engine, population, now=datetime.now(UTC), progress=_Bar(progress))
+        write_population(engine, population, now=now, progress=_Bar(progress))
     out.print(f"seeded {users:,} users (seed {seed}); admin is {ADMIN_EMAIL}")
+    if history_months:
+        _seed_history(settings, engine, population, history_months, seed, now)
+
+
+def _seed_history(
+    settings: Settings, engine: Engine, population: Any, months: int, seed: int, now: datetime
+) -> None:
+    import json
+
+    from treevu.history import generate_history
+    from treevu.segmentation.policy import default_policy
+    from treevu.services.analytics import store
+    from treevu.services.people.seed import write_history
+
+    history = generate_history(population, default_policy(), months, seed, now.date())
+    with _progress() as progress:
+        truth = write_history(
+            engine, population, history, now=now, seed=seed, progress=_Bar(progress)
+        )
+    _recompute(settings, engine, None)
+    with engine.begin() as conn:
+        store.take_snapshot(conn, history.months[-1], now)
+    store.refresh(engine, lambda: datetime.now(UTC))
+    out.print(
+        f"history: {months} months before {history.months[-1]:%Y-%m} and this month's snapshot; "
+        f"{truth['interventions']:,} interventions"
+    )
+    out.print("what is true of it (docs/analytics.md):")
+    out.print_json(json.dumps(truth))
 
 
 @segment_app.command("recompute")

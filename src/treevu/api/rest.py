@@ -10,6 +10,7 @@ from treevu.api.deps import CurrentActor, ServicesDep
 from treevu.segmentation.policy import SegmentName
 from treevu.services import audit, jobs, team
 from treevu.services import interventions as I
+from treevu.services.analytics import ops as A
 from treevu.services.bounds import MAX_INT
 from treevu.services.campaigns import ops as C
 from treevu.services.campaigns.sending import CampaignType
@@ -429,6 +430,19 @@ async def campaign_stats(
     return await C.get_stats(svc, actor, C.CampaignRef(campaign_id=campaign_id))
 
 
+@router.get(
+    "/campaigns/{campaignId}/experiment", response_model=A.ExperimentOut, **RESPONSE_OPTIONS
+)
+async def campaign_experiment(
+    campaign_id: CampaignPath,
+    svc: ServicesDep,
+    actor: CurrentActor,
+    query: Annotated[A.ExperimentPlan, Query()],
+) -> A.ExperimentOut:
+    inp = A.ExperimentInput(campaign_id=campaign_id, **query.model_dump())
+    return await A.get_experiment(svc, actor, inp)
+
+
 # -- interventions and teams (SPEC §9 Crisis interventions, Managers) -----------------------------
 
 InterventionPath = Annotated[int, Path(alias="interventionId", ge=1, le=MAX_INT)]
@@ -478,3 +492,30 @@ async def team_alerts(
     svc: ServicesDep, actor: CurrentActor, query: Annotated[team.TeamInput, Query()]
 ) -> team.TeamAlerts:
     return await team.get_alerts(svc, actor, query)
+
+
+# -- analytics (SPEC §10) ------------------------------------------------------------------------
+
+
+@router.get("/analytics/transitions", response_model=A.TransitionsOut, **RESPONSE_OPTIONS)
+async def analytics_transitions(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[A.TransitionsInput, Query()]
+) -> A.TransitionsOut:
+    return await A.get_transitions(svc, actor, query)
+
+
+@router.get("/analytics/cohorts", response_model=A.CohortsOut, **RESPONSE_OPTIONS)
+async def analytics_cohorts(svc: ServicesDep, actor: CurrentActor) -> A.CohortsOut:
+    return await A.get_cohorts(svc, actor, A.Empty())
+
+
+@router.get("/analytics/churn", response_model=A.ChurnOut, **RESPONSE_OPTIONS)
+async def analytics_churn(svc: ServicesDep, actor: CurrentActor) -> A.ChurnOut:
+    return await A.get_churn(svc, actor, A.Empty())
+
+
+@router.get("/analytics/intervention-effect", response_model=A.EffectOut, **RESPONSE_OPTIONS)
+async def analytics_intervention_effect(
+    svc: ServicesDep, actor: CurrentActor, query: Annotated[A.EffectInput, Query()]
+) -> A.EffectOut:
+    return await A.get_intervention_effect(svc, actor, query)

@@ -25,6 +25,7 @@ from treevu.api.deps import authenticate
 from treevu.jsonbound import TooDeep
 from treevu.services import audit, jobs, team
 from treevu.services import interventions as I
+from treevu.services.analytics import ops as A
 from treevu.services.campaigns import ops as C
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
@@ -113,12 +114,17 @@ PROCEDURES: dict[str, Procedure] = {
     "campaigns.resume": _m(C.CampaignRef, C.resume_campaign),
     "campaigns.cancel": _m(C.CampaignRef, C.cancel_campaign),
     "campaigns.getStats": _q(C.CampaignRef, C.get_stats),
+    "campaigns.getExperiment": _q(A.ExperimentInput, A.get_experiment),
     "interventions.list": _q(I.InterventionListInput, I.list_interventions),
     "interventions.get": _q(I.InterventionRef, I.get_intervention),
     "interventions.update": _m(I.InterventionUpdate, I.update_intervention),
     "me.getIntervention": _q(I.Empty, I.get_my_intervention),
     "team.getOverview": _q(team.TeamInput, team.get_overview),
     "team.getAlerts": _q(team.TeamInput, team.get_alerts),
+    "analytics.getTransitions": _q(A.TransitionsInput, A.get_transitions),
+    "analytics.getCohorts": _q(A.Empty, A.get_cohorts),
+    "analytics.getChurn": _q(A.Empty, A.get_churn),
+    "analytics.getInterventionEffect": _q(A.EffectInput, A.get_intervention_effect),
 }
 
 JSONRPC_CODES = {

@@ -21,7 +21,7 @@ from treevu.db.notifications import (
 )
 from treevu.db.outbox import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED, OutboxEvent
 from treevu.db.programs import Campaign, CampaignDelivery, Intervention
-from treevu.db.segments import EmployeeSegment, SegmentHistory
+from treevu.db.segments import AnalyticsResult, EmployeeSegment, ProfileSnapshot, SegmentHistory
 from treevu.db.users import ROLES, User
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "COMPLIANCE_BATCH",
     "SEGMENT_CHANGED",
     "Achievement",
+    "AnalyticsResult",
     "AuditLog",
     "Base",
     "Campaign",
@@ -44,6 +45,7 @@ __all__ = [
     "NotificationPreferences",
     "NotificationQueue",
     "OutboxEvent",
+    "ProfileSnapshot",
     "PointRule",
     "PointsEntry",
     "RecommendationEvent",

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, Numeric, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from treevu.db.base import Base, utcnow
@@ -59,3 +70,40 @@ class SegmentHistory(Base):
     fwi_score: Mapped[float | None] = mapped_column("fwiScore", Score)
     policy_version: Mapped[str | None] = mapped_column("policyVersion", String(32))
     changed_at: Mapped[datetime] = mapped_column("changedAt", default=utcnow)
+
+
+class ProfileSnapshot(Base):
+    """Each person's profile once a month (SPEC §10): written by the nightly ``history.snapshot``
+    job for the current month (and by ``treevu seed --history-months`` for past ones)."""
+
+    __tablename__ = "profile_snapshots"
+    __table_args__ = (
+        UniqueConstraint("month", "userId", name="uq_profile_snapshots_month_user"),
+        Index("idx_profile_snapshots_user", "userId"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The first day of the month.
+    month: Mapped[date] = mapped_column(Date)
+    user_id: Mapped[int] = mapped_column(
+        "userId", Integer, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    segment: Mapped[str] = mapped_column(String(50))
+    fwi_score: Mapped[float | None] = mapped_column("fwiScore", Score)
+    wellness_score: Mapped[float | None] = mapped_column("wellnessScore", Score)
+    engagement_score: Mapped[float | None] = mapped_column("engagementScore", Score)
+    risk_level: Mapped[str | None] = mapped_column("riskLevel", String(20))
+    spending_level: Mapped[str | None] = mapped_column("spendingLevel", String(20))
+    taken_at: Mapped[datetime] = mapped_column("takenAt", default=utcnow)
+
+
+class AnalyticsResult(Base):
+    """A computed analytics answer (``services/analytics``), kept with the version of the data
+    it was computed from; a newer version makes it stale."""
+
+    __tablename__ = "analytics_results"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[str] = mapped_column(String(100))
+    computed_at: Mapped[datetime] = mapped_column("computedAt", default=utcnow)
+    payload: Mapped[Any] = mapped_column(JSON)

@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import Field
 
 from treevu.services.errors import bad_request
 
 MAX_INT = 2**31 - 1
+#: Counts of people under this are shown as ``"<5"`` (SPEC §5): team views and analytics.
+MIN_CELL: Final = 5
 
 #: A row id as a client may send it.
 RowId = Annotated[int, Field(ge=1, le=MAX_INT)]

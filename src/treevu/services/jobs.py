@@ -24,9 +24,10 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+import anyio
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,6 +150,22 @@ async def _pace_campaigns(ctx: JobContext) -> dict[str, Any]:
     return await pace_all(ctx.svc)
 
 
+async def _snapshot_history(ctx: JobContext) -> dict[str, Any]:
+    """This month's profile snapshots, then every analytics answer computed afresh."""
+    from treevu.services.analytics import store
+
+    svc = ctx.svc
+
+    def work() -> int:
+        now = svc.clock()
+        with svc.bulk_engine.begin() as conn:
+            written = store.take_snapshot(conn, date(now.year, now.month, 1), now)
+        store.refresh(svc.bulk_engine, svc.clock)
+        return written
+
+    return {"snapshots": await anyio.to_thread.run_sync(work)}
+
+
 async def _prune_runs(ctx: JobContext) -> dict[str, Any]:
     """Forget job runs older than 30 days (the audit log keeps what was audited)."""
     cutoff = ctx.svc.clock() - timedelta(days=30)
@@ -175,6 +192,8 @@ def job_table(settings: Any) -> dict[str, Job]:
         Job("presence.cleanup", _clean_presence.__doc__ or "", "cluster",
             settings.heartbeat_interval, 0, _clean_presence),
         Job("campaigns.pace", _pace_campaigns.__doc__ or "", "cluster", 1, 0, _pace_campaigns),
+        Job("history.snapshot", _snapshot_history.__doc__ or "", "cluster", DAY, 2 * 3600 + 1800,
+            _snapshot_history),
         Job("jobs.prune", _prune_runs.__doc__ or "", "cluster", DAY, 4 * 3600, _prune_runs),
         Job("stats.refresh", _refresh_statistics.__doc__ or "", "node", 3600, 0,
             _refresh_statistics),

@@ -11,19 +11,18 @@ shows nothing but its size.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from treevu.db import EmployeeSegment, Intervention, User
 from treevu.segmentation.policy import SEGMENTS
-from treevu.services.bounds import RowId
+from treevu.services.bounds import MIN_CELL, RowId
 from treevu.services.context import Actor, Services
 from treevu.services.errors import bad_request, forbidden
 from treevu.services.interventions import ACTIVE, SUPPORT
 
-MIN_CELL: Final = 5
 Cell = int | Literal["<5", "suppressed"]
 
 

@@ -1,0 +1,265 @@
+"""``analytics.*`` and ``campaigns.getExperiment`` (SPEC §10), for both transports; admins only.
+
+Answers about the history are computed for every month pair, horizon and table at once and
+stored with the version of the data they came from (``store``): the nightly
+``history.snapshot`` job refreshes them, and a call that finds them stale — or missing —
+computes them first. So a call reads one stored row at any size, except the first one after the
+history or the interventions changed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy.exc import IntegrityError
+
+from treevu.services.analytics import cube as C
+from treevu.services.analytics import experiments as X
+from treevu.services.analytics import store
+from treevu.services.bounds import RowId
+from treevu.services.campaigns.ops import CampaignRef, get_campaign, get_stats
+from treevu.services.context import Actor, Services
+from treevu.services.errors import bad_request, not_found
+
+Cell = int | str
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Empty(Model):
+    pass
+
+
+class TransitionsInput(Model):
+    from_: date = Field(alias="from", description="a day in the first month compared")
+    to: date = Field(description="a day in the second month compared")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TransitionsInput:
+        if C.month_of(self.to) <= C.month_of(self.from_):
+            raise ValueError("to: must be in a later month than from")
+        return self
+
+
+class EffectInput(Model):
+    horizon_months: int = Field(
+        default=3, ge=min(store.HORIZONS), le=max(store.HORIZONS), alias="horizonMonths"
+    )
+
+
+class ExperimentPlan(Model):
+    min_detectable_effect: float = Field(
+        default=X.DEFAULT_MDE, gt=0, lt=1, alias="minDetectableEffect",
+        description="the smallest absolute difference in conversion rate worth detecting",
+    )  # fmt: skip
+    baseline_rate: float | None = Field(
+        default=None, ge=0, lt=1, alias="baselineRate",
+        description="the expected conversion rate (default: the pooled rate so far)",
+    )  # fmt: skip
+    alpha: float = Field(default=X.DEFAULT_ALPHA, gt=0, le=0.2)
+    power: float = Field(default=X.DEFAULT_POWER, ge=0.5, lt=1)
+
+
+class ExperimentInput(ExperimentPlan):
+    campaign_id: RowId = Field(alias="campaignId")
+
+
+class Stamped(Model):
+    computed_at: datetime = Field(alias="computedAt")
+
+
+class TransitionsOut(Stamped):
+    from_: str = Field(alias="from")
+    to: str
+    segments: list[str]
+    counts: list[list[Cell]] = Field(description="counts[i][j]: from segments[i] to segments[j]")
+    stayed: Cell
+    moved: Cell
+    joined: dict[str, Cell]
+    left: dict[str, Cell]
+
+
+class CohortMonth(Model):
+    month: str
+    offset: int
+    present: Cell
+    retained_rate: float | None = Field(alias="retainedRate")
+    engaged_rate: float | None = Field(alias="engagedRate")
+    same_segment_rate: float | None = Field(alias="sameSegmentRate")
+
+
+class Cohort(Model):
+    entry_month: str = Field(alias="entryMonth")
+    left_censored: bool = Field(alias="leftCensored")
+    size: Cell
+    months: list[CohortMonth]
+
+
+class CohortsOut(Stamped):
+    disengaged_below: float = Field(alias="disengagedBelow")
+    cohorts: list[Cohort]
+
+
+class ChurnRow(Model):
+    month: str
+    segment: str
+    engaged: Cell
+    disengaged: Cell
+    left: Cell
+    rate: float | None
+
+
+class ChurnOut(Stamped):
+    disengaged_below: float = Field(alias="disengagedBelow")
+    rows: list[ChurnRow]
+
+
+class Balance(Model):
+    features: list[str]
+    before: list[float]
+    after: list[float]
+
+
+class EffectOut(Stamped):
+    horizon_months: int = Field(alias="horizonMonths")
+    outcome: str
+    estimator: str
+    features: list[str]
+    effect: float | None
+    ci95: list[float] | None
+    treated: Cell
+    matched: Cell
+    unmatched: Cell
+    controls: Cell
+    distinct_controls: Cell | None = Field(default=None, alias="distinctControls")
+    treated_mean_change: float | None = Field(default=None, alias="treatedMeanChange")
+    control_mean_change: float | None = Field(default=None, alias="controlMeanChange")
+    balance: Balance | None
+    months: list[str] = []
+    warnings: list[str]
+
+
+class VariantResult(Model):
+    variant: int
+    title: str
+    sent: Cell
+    converted: Cell
+    rate: float | None
+
+
+class Comparison(Model):
+    variant: int
+    against: int
+    difference: float | None
+    ci95: list[float] | None
+    p_value: float | None = Field(alias="pValue")
+    significant: bool | None
+
+
+class ExperimentOut(Model):
+    campaign_id: int = Field(alias="campaignId")
+    metric: Literal["converted"]
+    conversion_event: str = Field(alias="conversionEvent")
+    conversion_days: int = Field(alias="conversionDays")
+    variants: list[VariantResult]
+    comparisons: list[Comparison]
+    planned_per_variant: int = Field(alias="plannedPerVariant")
+    min_detectable_effect: float = Field(alias="minDetectableEffect")
+    baseline_rate: float = Field(alias="baselineRate")
+    alpha: float
+    power: float
+    reached: bool
+    warning: str | None
+
+
+def _stored(svc: Services, key: str, kind: str) -> tuple[Any, datetime] | None:
+    """The stored answer under ``key`` if it is of the current data (computed first if not)."""
+    for attempt in range(2):
+        with svc.bulk_engine.connect() as conn:
+            version = store.versions(conn)[kind]
+            row = store.read_result(conn, key)
+            if row is not None and row.version == version:
+                return row.payload, row.computed_at
+            if attempt == 1:
+                return None if row is None else (row.payload, row.computed_at)
+        try:
+            store.refresh(svc.bulk_engine, svc.clock, only=kind)
+        except IntegrityError:
+            pass  # another node stored the same answers at the same time
+    return None
+
+
+async def _answer(svc: Services, key: str, kind: str) -> tuple[Any, datetime] | None:
+    return await anyio.to_thread.run_sync(lambda: _stored(svc, key, kind))
+
+
+async def get_transitions(svc: Services, actor: Actor, inp: TransitionsInput) -> TransitionsOut:
+    actor.require_admin()
+    months = await _answer(svc, "history-months", "history")
+    held: list[str] = months[0] if months else []
+    a, b = C.month_label(C.month_of(inp.from_)), C.month_label(C.month_of(inp.to))
+    for field, month in (("from", a), ("to", b)):
+        if month not in held:
+            span = f"{held[0]} to {held[-1]}" if held else "no months yet"
+            raise bad_request(field, f"no history for {month} (the history holds {span})")
+    found = await _answer(
+        svc, store.transitions_key(C.month_of(inp.from_), C.month_of(inp.to)), "history"
+    )
+    assert found is not None
+    return TransitionsOut.model_validate({**found[0], "computedAt": found[1]})
+
+
+async def _table(svc: Services, key: str, kind: str) -> dict[str, Any]:
+    found = await _answer(svc, key, kind)
+    if found is None:
+        raise not_found("there is no history yet: the nightly history.snapshot job keeps it")
+    return {**found[0], "computedAt": found[1]}
+
+
+async def get_cohorts(svc: Services, actor: Actor, inp: Empty) -> CohortsOut:
+    actor.require_admin()
+    return CohortsOut.model_validate(await _table(svc, "cohorts", "history"))
+
+
+async def get_churn(svc: Services, actor: Actor, inp: Empty) -> ChurnOut:
+    actor.require_admin()
+    return ChurnOut.model_validate(await _table(svc, "churn", "history"))
+
+
+async def get_intervention_effect(svc: Services, actor: Actor, inp: EffectInput) -> EffectOut:
+    actor.require_admin()
+    return EffectOut.model_validate(
+        await _table(svc, store.effect_key(inp.horizon_months), "effect")
+    )
+
+
+async def get_experiment(svc: Services, actor: Actor, inp: ExperimentInput) -> ExperimentOut:
+    """Conversions as ``campaigns.getStats`` counts them, by variant (see ``experiments``)."""
+    ref = CampaignRef(campaign_id=inp.campaign_id)
+    stats = await get_stats(svc, actor, ref)
+    campaign = await get_campaign(svc, actor, ref)
+    titles = [v.title for v in campaign.variants] if campaign.variants else [campaign.title]
+    arms = []
+    for k, title in enumerate(titles):
+        counts = stats.by_variant.get(str(k))
+        arms.append((title, counts.sent if counts else 0, counts.converted if counts else 0))
+    result = X.analyse(
+        arms,
+        mde=inp.min_detectable_effect,
+        alpha=inp.alpha,
+        power=inp.power,
+        baseline=inp.baseline_rate,
+    )
+    return ExperimentOut.model_validate(
+        {
+            **result,
+            "campaignId": inp.campaign_id,
+            "conversionEvent": campaign.conversion_event,
+            "conversionDays": campaign.conversion_days,
+        }
+    )
