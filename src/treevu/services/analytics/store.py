@@ -5,8 +5,8 @@ they were computed from. Synchronous: it runs on the bulk engine, off the event 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
