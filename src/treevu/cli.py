@@ -178,20 +178,18 @@ def _seed_history(
 ) -> None:
     import json
 
-    from treevu.history import generate_history
-    from treevu.segmentation.policy import default_policy
-    from treevu.services.analytics import store
-    from treevu.services.people.seed import write_history
+    from treevu.services.people.seed import seed_history
 
-    history = generate_history(population, default_policy(), months, seed, now.date())
     with _progress() as progress:
-        truth = write_history(
-            engine, population, history, now=now, seed=seed, progress=_Bar(progress)
+        history, truth = seed_history(
+            engine,
+            population,
+            months,
+            seed=seed,
+            now=now,
+            survey_valid_days=settings.survey_valid_days,
+            progress=_Bar(progress),
         )
-    _recompute(settings, engine, None)
-    with engine.begin() as conn:
-        store.take_snapshot(conn, history.months[-1], now)
-    store.refresh(engine, lambda: datetime.now(UTC))
     out.print(
         f"history: {months} months before {history.months[-1]:%Y-%m} and this month's snapshot; "
         f"{truth['interventions']:,} interventions"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -197,3 +197,44 @@ def campaign_outcomes(
     p = BASE_CONVERSION + uplift * (variants == 1)
     converted: npt.NDArray[np.bool_] = rng.random(len(variants)) < p
     return converted
+
+
+def as_cube(history: History, user_ids: Int64Array) -> Any:
+    """The history as the analytics see it (``services.analytics.cube.Cube``), without a
+    database: what ``store.load_cube`` reads back after ``write_history`` (scores rounded to
+    the columns' two decimals), today included. ``user_ids``: the population's ids."""
+    from treevu.services.analytics.cube import Cube
+
+    uids = user_ids[history.rows]
+    order = np.argsort(uids, kind="stable")
+    present = history.present[order]
+
+    def stack(pick: Any, fill: Any, dtype: Any) -> Any:
+        values = np.column_stack([pick(p)[order] for p in history.profiles]).astype(dtype)
+        return np.where(present, values, fill).astype(dtype)
+
+    def score_of(pick: Any) -> Any:
+        return stack(lambda p: np.round(pick(p), 2), np.nan, np.float32)
+
+    return Cube(
+        user_ids=uids[order],
+        months=list(history.months),
+        segment=stack(lambda p: p.segment, ABSENT, np.int8),
+        fwi=score_of(lambda p: p.fwi_score),
+        engagement=score_of(lambda p: p.engagement_score),
+        wellness=score_of(lambda p: p.wellness_score),
+        risk=stack(lambda p: p.risk_level, ABSENT, np.int8),
+        spending=stack(lambda p: p.spending_level, ABSENT, np.int8),
+    )
+
+
+def treated_of(history: History, user_ids: Int64Array) -> Any:
+    """The interventions of ``history`` as ``effect.Treated`` rows of :func:`as_cube`."""
+    from treevu.services.analytics.effect import Treated
+
+    uids = user_ids[history.rows]
+    order = np.argsort(uids, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    who = np.flatnonzero(history.treated_month >= 0)
+    return Treated(rank[who].astype(np.int64), history.treated_month[who].astype(np.int64))

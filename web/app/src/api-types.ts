@@ -55,6 +55,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/analytics/churn": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Analytics Churn */
+        get: operations["analytics_churn_api_v1_analytics_churn_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/analytics/cohorts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Analytics Cohorts */
+        get: operations["analytics_cohorts_api_v1_analytics_cohorts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/analytics/intervention-effect": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Analytics Intervention Effect */
+        get: operations["analytics_intervention_effect_api_v1_analytics_intervention_effect_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/analytics/transitions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Analytics Transitions */
+        get: operations["analytics_transitions_api_v1_analytics_transitions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit": {
         parameters: {
             query?: never;
@@ -99,6 +167,23 @@ export interface paths {
         };
         /** Get Campaign */
         get: operations["get_campaign_api_v1_campaigns__campaignId__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/campaigns/{campaignId}/experiment": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Campaign Experiment */
+        get: operations["campaign_experiment_api_v1_campaigns__campaignId__experiment_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -828,6 +913,15 @@ export interface components {
             /** Nextcursor */
             nextCursor: string | null;
         };
+        /** Balance */
+        Balance: {
+            /** After */
+            after: number[];
+            /** Before */
+            before: number[];
+            /** Features */
+            features: string[];
+        };
         /** Broadcast */
         Broadcast: {
             /** Data */
@@ -1005,10 +1099,90 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** ChurnOut */
+        ChurnOut: {
+            /**
+             * Computedat
+             * Format: date-time
+             */
+            computedAt: string;
+            /** Disengagedbelow */
+            disengagedBelow: number;
+            /** Rows */
+            rows: components["schemas"]["ChurnRow"][];
+        };
+        /** ChurnRow */
+        ChurnRow: {
+            /** Disengaged */
+            disengaged: number | string;
+            /** Engaged */
+            engaged: number | string;
+            /** Left */
+            left: number | string;
+            /** Month */
+            month: string;
+            /** Rate */
+            rate: number | null;
+            /** Segment */
+            segment: string;
+        };
         /** Cleared */
         Cleared: {
             /** Cleared */
             cleared: number;
+        };
+        /** Cohort */
+        Cohort: {
+            /** Entrymonth */
+            entryMonth: string;
+            /** Leftcensored */
+            leftCensored: boolean;
+            /** Months */
+            months: components["schemas"]["CohortMonth"][];
+            /** Size */
+            size: number | string;
+        };
+        /** CohortMonth */
+        CohortMonth: {
+            /** Engagedrate */
+            engagedRate: number | null;
+            /** Month */
+            month: string;
+            /** Offset */
+            offset: number;
+            /** Present */
+            present: number | string;
+            /** Retainedrate */
+            retainedRate: number | null;
+            /** Samesegmentrate */
+            sameSegmentRate: number | null;
+        };
+        /** CohortsOut */
+        CohortsOut: {
+            /** Cohorts */
+            cohorts: components["schemas"]["Cohort"][];
+            /**
+             * Computedat
+             * Format: date-time
+             */
+            computedAt: string;
+            /** Disengagedbelow */
+            disengagedBelow: number;
+        };
+        /** Comparison */
+        Comparison: {
+            /** Against */
+            against: number;
+            /** Ci95 */
+            ci95: number[] | null;
+            /** Difference */
+            difference: number | null;
+            /** Pvalue */
+            pValue: number | null;
+            /** Significant */
+            significant: boolean | null;
+            /** Variant */
+            variant: number;
         };
         /** ComplianceAlert */
         ComplianceAlert: {
@@ -1116,6 +1290,48 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** EffectOut */
+        EffectOut: {
+            balance: components["schemas"]["Balance"] | null;
+            /** Ci95 */
+            ci95: number[] | null;
+            /**
+             * Computedat
+             * Format: date-time
+             */
+            computedAt: string;
+            /** Controlmeanchange */
+            controlMeanChange?: number | null;
+            /** Controls */
+            controls: number | string;
+            /** Distinctcontrols */
+            distinctControls?: number | string | null;
+            /** Effect */
+            effect: number | null;
+            /** Estimator */
+            estimator: string;
+            /** Features */
+            features: string[];
+            /** Horizonmonths */
+            horizonMonths: number;
+            /** Matched */
+            matched: number | string;
+            /**
+             * Months
+             * @default []
+             */
+            months: string[];
+            /** Outcome */
+            outcome: string;
+            /** Treated */
+            treated: number | string;
+            /** Treatedmeanchange */
+            treatedMeanChange?: number | null;
+            /** Unmatched */
+            unmatched: number | string;
+            /** Warnings */
+            warnings: string[];
+        };
         /**
          * EmployeeInputsIn
          * @description SPEC §2 inputs; checked by the engine's own validator, so errors name the field.
@@ -1143,6 +1359,38 @@ export interface components {
             surveyScore?: number | null;
             /** Treepoints */
             treePoints: number;
+        };
+        /** ExperimentOut */
+        ExperimentOut: {
+            /** Alpha */
+            alpha: number;
+            /** Baselinerate */
+            baselineRate: number;
+            /** Campaignid */
+            campaignId: number;
+            /** Comparisons */
+            comparisons: components["schemas"]["Comparison"][];
+            /** Conversiondays */
+            conversionDays: number;
+            /** Conversionevent */
+            conversionEvent: string;
+            /**
+             * Metric
+             * @constant
+             */
+            metric: "converted";
+            /** Mindetectableeffect */
+            minDetectableEffect: number;
+            /** Plannedpervariant */
+            plannedPerVariant: number;
+            /** Power */
+            power: number;
+            /** Reached */
+            reached: boolean;
+            /** Variants */
+            variants: components["schemas"]["VariantResult"][];
+            /** Warning */
+            warning: string | null;
         };
         /** FeedbackOut */
         FeedbackOut: {
@@ -1624,6 +1872,37 @@ export interface components {
             /** Tiers */
             tiers: components["schemas"]["TierIn"][];
         };
+        /** TransitionsOut */
+        TransitionsOut: {
+            /**
+             * Computedat
+             * Format: date-time
+             */
+            computedAt: string;
+            /**
+             * Counts
+             * @description counts[i][j]: from segments[i] to segments[j]
+             */
+            counts: (number | string)[][];
+            /** From */
+            from: string;
+            /** Joined */
+            joined: {
+                [key: string]: number | string;
+            };
+            /** Left */
+            left: {
+                [key: string]: number | string;
+            };
+            /** Moved */
+            moved: number | string;
+            /** Segments */
+            segments: string[];
+            /** Stayed */
+            stayed: number | string;
+            /** To */
+            to: string;
+        };
         /** UnreadCount */
         UnreadCount: {
             /** Count */
@@ -1692,6 +1971,19 @@ export interface components {
             message: string;
             /** Title */
             title: string;
+        };
+        /** VariantResult */
+        VariantResult: {
+            /** Converted */
+            converted: number | string;
+            /** Rate */
+            rate: number | null;
+            /** Sent */
+            sent: number | string;
+            /** Title */
+            title: string;
+            /** Variant */
+            variant: number;
         };
         /** WellnessProfile */
         WellnessProfile: {
@@ -1835,6 +2127,111 @@ export interface operations {
             };
         };
     };
+    analytics_churn_api_v1_analytics_churn_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChurnOut"];
+                };
+            };
+        };
+    };
+    analytics_cohorts_api_v1_analytics_cohorts_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CohortsOut"];
+                };
+            };
+        };
+    };
+    analytics_intervention_effect_api_v1_analytics_intervention_effect_get: {
+        parameters: {
+            query?: {
+                horizonMonths?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EffectOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    analytics_transitions_api_v1_analytics_transitions_get: {
+        parameters: {
+            query: {
+                /** @description a day in the first month compared */
+                from: string;
+                /** @description a day in the second month compared */
+                to: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransitionsOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     audit_log_api_v1_audit_get: {
         parameters: {
             query?: {
@@ -1953,6 +2350,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CampaignOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    campaign_experiment_api_v1_campaigns__campaignId__experiment_get: {
+        parameters: {
+            query?: {
+                /** @description the smallest absolute difference in conversion rate worth detecting */
+                minDetectableEffect?: number;
+                /** @description the expected conversion rate (default: the pooled rate so far) */
+                baselineRate?: number | null;
+                alpha?: number;
+                power?: number;
+            };
+            header?: never;
+            path: {
+                campaignId: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExperimentOut"];
                 };
             };
             /** @description Validation Error */

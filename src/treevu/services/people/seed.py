@@ -376,3 +376,31 @@ def _seed_campaign(
             ],  # fmt: skip
         )
     return cid
+
+
+def seed_history(
+    engine: Engine,
+    population: Population,
+    months: int,
+    *,
+    seed: int,
+    now: datetime,
+    survey_valid_days: int = 180,
+    progress: ProgressFn | None = None,
+) -> tuple[History, dict[str, Any]]:
+    """For a population just written: ``months`` of synthetic past (:func:`write_history`),
+    today's profiles placed, this month's snapshot taken and the analytics answers stored —
+    what ``treevu seed --history-months`` does. Returns the history and what is true of it."""
+    from treevu.history import generate_history
+    from treevu.segmentation.policy import default_policy
+    from treevu.services.analytics import store
+    from treevu.services.segmentation.recompute import recompute
+
+    policy = default_policy()
+    history = generate_history(population, policy, months, seed, now.date())
+    truth = write_history(engine, population, history, now=now, seed=seed, progress=progress)
+    recompute(engine, policy, now=now, survey_valid_days=survey_valid_days, progress=progress)
+    with engine.begin() as conn:
+        store.take_snapshot(conn, history.months[-1], now)
+    store.refresh(engine, lambda: now)
+    return history, truth
