@@ -25,9 +25,9 @@ def planned_per_arm(baseline: float, mde: float, alpha: float, power: float) -> 
     from scipy.stats import norm
 
     p1 = min(max(baseline, 0.0), 1.0)
-    p2 = min(p1 + mde, 1.0)
-    if p2 <= p1:  # the baseline leaves no room above: detect a drop instead
-        p2, p1 = p1, max(p1 - mde, 0.0)
+    p2 = p1 + mde
+    if p2 > 1.0:  # the baseline leaves no room above: detect a drop instead
+        p1, p2 = max(p1 - mde, 0.0), p1
     p_bar = (p1 + p2) / 2.0
     z_a, z_b = norm.ppf(1.0 - alpha / 2.0), norm.ppf(power)
     spread = z_a * math.sqrt(2.0 * p_bar * (1.0 - p_bar)) + z_b * math.sqrt(
@@ -85,7 +85,7 @@ def analyse(
             p = min(1.0, _p_value(c0, n0, c, n) * tests)
             row.update(
                 ci95=[round(diff - z * se, 4), round(diff + z * se, 4)],
-                pValue=round(p, 6),
+                pValue=float(f"{p:.4g}"),
                 significant=p < alpha,
             )
         comparisons.append(row)

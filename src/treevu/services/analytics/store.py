@@ -188,7 +188,9 @@ def effect_key(horizon: int) -> str:
 
 
 def compute_history(cube: C.Cube) -> dict[str, Any]:
-    """Every transitions pair, the cohorts and the churn table."""
+    """Every transitions pair, the cohorts and the churn table (none without a history)."""
+    if not cube.months:
+        return {"history-months": []}
     results: dict[str, Any] = {"cohorts": C.cohorts(cube), "churn": C.churn(cube)}
     for a in range(len(cube.months)):
         for b in range(a + 1, len(cube.months)):
