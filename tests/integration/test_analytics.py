@@ -37,7 +37,7 @@ def _seed(db: Database) -> tuple[History, dict[str, Any]]:
         engine.dispose()
 
 
-def _first(role: int) -> int:
+def _first(role: Any) -> int:
     return int(POPULATION.user_id[POPULATION.role == role][0])
 
 
