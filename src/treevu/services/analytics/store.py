@@ -5,6 +5,7 @@ they were computed from. Synchronous: it runs on the bulk engine, off the event 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -49,6 +50,7 @@ def take_snapshot(conn: Connection, month: date, now: datetime) -> int:
     written = conn.execute(
         insert(_S).from_select(names, chosen).execution_options(preserve_rowcount=True)
     )
+    history_written(conn, now)
     return int(written.rowcount or 0)
 
 
@@ -141,11 +143,23 @@ def load_treated(conn: Connection, cube: C.Cube) -> E.Treated:
     return E.Treated(pos[keep].astype(np.int64), months[keep])
 
 
+#: The key under which the snapshots' version is kept: a new one whenever snapshots are written.
+HISTORY_VERSION: Final = "history-version"
+
+
+def history_written(conn: Connection, now: datetime) -> None:
+    """Mark the snapshots as changed (in the transaction that changed them): every answer
+    computed before is stale from its commit on."""
+    write_results(conn, {HISTORY_VERSION: uuid.uuid4().hex}, "", now)
+
+
 def versions(conn: Connection) -> dict[str, str]:
-    """What each kind of answer was computed from: the snapshots (their newest row id and
-    months), and for the intervention effect also the interventions."""
-    top = conn.execute(select(func.max(_S.id), func.count(_S.month.distinct()))).one()
-    snap = f"s{top[0] or 0}.{top[1] or 0}"
+    """What each kind of answer was computed from: the snapshots' version, and for the
+    intervention effect also the newest intervention. Two primary-key lookups, at any size."""
+    row = conn.execute(
+        select(AnalyticsResult.payload).where(AnalyticsResult.key == HISTORY_VERSION)
+    ).first()
+    snap = f"h{row[0] if row else 0}"
     interventions = conn.execute(select(func.max(Intervention.id))).scalar()
     return {"history": snap, "effect": f"{snap}.i{interventions or 0}"}
 

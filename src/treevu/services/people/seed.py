@@ -30,6 +30,7 @@ from treevu.history import BASE_CONVERSION, TRUE_UPLIFT, History, campaign_outco
 from treevu.population import DEPARTMENTS, ROLES, Population
 from treevu.segmentation.engine import INPUT_NAMES
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS
+from treevu.services.analytics.store import history_written
 from treevu.services.campaigns.sending import variant_of
 from treevu.services.rewards.achievements import baseline
 
@@ -200,6 +201,7 @@ def write_history(
     past = history.months[:-1]
     with engine.begin() as conn:
         conn.execute(delete(ProfileSnapshot).where(ProfileSnapshot.month.in_(past)))
+        history_written(conn, now)
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         cur = dbapi.cursor()
