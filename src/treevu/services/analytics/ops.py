@@ -54,15 +54,15 @@ class EffectInput(Model):
 
 class ExperimentPlan(Model):
     min_detectable_effect: float = Field(
-        default=X.DEFAULT_MDE, gt=0, lt=1, alias="minDetectableEffect",
+        default=X.DEFAULT_MDE, ge=0.001, le=0.5, alias="minDetectableEffect",
         description="the smallest absolute difference in conversion rate worth detecting",
     )  # fmt: skip
     baseline_rate: float | None = Field(
         default=None, ge=0, lt=1, alias="baselineRate",
         description="the expected conversion rate (default: the pooled rate so far)",
     )  # fmt: skip
-    alpha: float = Field(default=X.DEFAULT_ALPHA, gt=0, le=0.2)
-    power: float = Field(default=X.DEFAULT_POWER, ge=0.5, lt=1)
+    alpha: float = Field(default=X.DEFAULT_ALPHA, ge=0.001, le=0.2)
+    power: float = Field(default=X.DEFAULT_POWER, ge=0.5, le=0.99)
 
 
 class ExperimentInput(ExperimentPlan):
