@@ -21,9 +21,11 @@ from sqlalchemy import insert, select
 from tests.conftest import REQUIRE_SERVERS, Database, LiveServer, seed_and_score, token_for
 from tests.integration.test_rewards import POOR
 from tests.integration.workflow import ADMIN, EMPLOYEES, POPULATION, execute, scalar
-from treevu.app import WEB_DIST
+from treevu.app import WEB_DIST, make_engines
 from treevu.db import EmployeeSegment, Intervention, NotificationQueue, User
-from treevu.population import ROLES
+from treevu.db.migrate import upgrade
+from treevu.population import ROLES, generate_population
+from treevu.services.people.seed import seed_history, write_population
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -257,4 +259,146 @@ def test_an_employee_cannot_open_another_roles_page_or_data(
     tab.evaluate("location.hash = '#/manager'")
     expect(tab.get_by_test_id("forbidden")).to_contain_text("manager")
     assert json.dumps(tab.evaluate("Object.keys(sessionStorage)")) == '["treevu.token"]'
+    tab.close()
+
+
+# -- the admin's analytics (SPEC §10), over a company with a year of history ----------------------
+
+
+@pytest.fixture(scope="module")
+def history_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Database, LiveServer]]:
+    """2,000 people with 12 past months, as ``treevu seed --history-months 12`` writes them: the
+    snapshots, interventions and two campaign experiments (1: a true uplift, 2: A/A), with the
+    analytics answers stored."""
+    path = tmp_path_factory.mktemp("history") / "treevu.db"
+    db = Database("sqlite", f"sqlite+aiosqlite:///{path}")
+    settings = db.settings()
+    upgrade(settings.sync_database_url)
+    async_engine, bulk = make_engines(settings)
+    async_engine.sync_engine.dispose()
+    now = datetime.now(UTC)
+    population = generate_population(2000, 3)
+    write_population(bulk, population, now=now)
+    seed_history(
+        bulk, population, 12, seed=3, now=now, survey_valid_days=settings.survey_valid_days
+    )
+    bulk.dispose()
+    with LiveServer(settings) as server:
+        yield db, server
+
+
+def admin_get(server: LiveServer, db: Database, path: str) -> Any:
+    r = httpx.get(
+        f"{server.url}/api/v1{path}", headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def shown(count: int | str) -> str:
+    """A count as the page writes it ("<5" stays as it is)."""
+    return count if isinstance(count, str) else f"{count:,}"
+
+
+def painted(tab: Page, test_id: str) -> bool:
+    """Whether the canvas has any pixel drawn on it."""
+    return bool(
+        tab.get_by_test_id(test_id).evaluate(
+            """c => c.width > 0 && c.height > 0 && c.getContext('2d')
+                .getImageData(0, 0, c.width, c.height).data.some(v => v !== 0)"""
+        )
+    )
+
+
+def test_the_analytics_section_shows_transitions_cohorts_churn_and_the_effect(
+    browser: Browser, history_site: tuple[Database, LiveServer]
+) -> None:
+    db, server = history_site
+    cohorts = admin_get(server, db, "/analytics/cohorts")
+    months = sorted({m["month"] for c in cohorts["cohorts"] for m in c["months"]})
+    assert len(months) == 13
+    tab = open_as(browser, server, db, ADMIN)
+    tab.set_viewport_size({"width": 1400, "height": 900})
+    section = tab.get_by_test_id("analytics")
+    expect(section.get_by_role("heading", name="Analytics")).to_be_visible(timeout=15_000)
+    # Only the months the history holds can be picked.
+    pick_from, pick_to = section.get_by_label("From month"), section.get_by_label("To month")
+    expect(pick_from.locator("option")).to_have_text(months, timeout=15_000)
+    first, second = months[3], months[7]
+    pick_from.select_option(first)
+    pick_to.select_option(second)
+    answer = admin_get(server, db, f"/analytics/transitions?from={first}-01&to={second}-01")
+    cells = tab.get_by_test_id("transition-cell")
+    expect(tab.get_by_test_id("transitions")).to_contain_text(f"were in {second}")
+    expect(cells).to_have_count(25)
+    expected = [shown(c) for row in answer["counts"] for c in row]
+    assert "<5" in expected  # small cells are hidden, and shown hidden
+    expect(cells).to_have_text(expected)
+    assert cells.nth(6).get_attribute("data-from") == answer["segments"][1]
+    assert cells.nth(6).get_attribute("data-to") == answer["segments"][1]
+    expect(tab.get_by_test_id("transitions-summary")).to_contain_text(
+        f"Stayed in their segment: {shown(answer['stayed'])} · moved: {shown(answer['moved'])}"
+    )
+    # The effect with its 95% interval, for the horizon picked.
+    section.get_by_label("Months after the intervention opened").select_option("2")
+    effect = admin_get(server, db, "/analytics/intervention-effect?horizonMonths=2")
+    low, high = effect["ci95"]
+    expect(tab.get_by_test_id("effect")).to_contain_text("Effect after 2 months:")
+    expect(tab.get_by_test_id("effect")).to_contain_text(f"(95% interval {low:.2f} to {high:.2f})")
+    expect(tab.get_by_test_id("effect-counts")).to_contain_text(
+        f"Treated {shown(effect['treated'])}, matched {shown(effect['matched'])}"
+    )
+    expect(tab.get_by_test_id("balance").locator("tbody tr")).to_have_count(
+        len(effect["balance"]["features"])
+    )
+    for chart in ("cohorts-chart", "churn-chart", "balance-chart"):
+        expect(tab.get_by_test_id(chart)).to_be_visible()
+        assert painted(tab, chart), chart
+    section.get_by_label("Measure").select_option("retainedRate")
+    expect(tab.get_by_test_id("cohorts-chart")).to_have_attribute(
+        "aria-label", re.compile(r"^Still here by months since joining")
+    )
+    assert painted(tab, "cohorts-chart")
+    ARTIFACTS.mkdir(exist_ok=True)
+    section.screenshot(path=str(ARTIFACTS / "admin-analytics.png"))
+    assert axe_serious(tab) == []
+    tab.close()
+
+
+def test_the_experiment_shows_both_variants_and_warns_until_the_planned_size(
+    browser: Browser, history_site: tuple[Database, LiveServer]
+) -> None:
+    db, server = history_site
+    tab = open_as(browser, server, db, ADMIN)
+    section = tab.get_by_test_id("analytics")
+    campaign = section.get_by_label("Campaign", exact=True)
+    expect(campaign.locator("option[value='1']")).to_have_count(1, timeout=15_000)
+    campaign.select_option("1")
+    answer = admin_get(server, db, "/campaigns/1/experiment")
+    rows = tab.get_by_test_id("experiment-variant")
+    expect(rows).to_have_count(2)
+    for row, variant in zip(rows.all(), answer["variants"], strict=True):
+        expect(row.locator("td")).to_have_text(
+            [str(variant["variant"]), variant["title"], shown(variant["sent"]),
+             shown(variant["converted"]), f"{variant['rate'] * 100:.1f}%"]
+        )  # fmt: skip
+    assert painted(tab, "experiment-chart")
+    # A tiny minimum detectable effect needs far more people than were sent: a warning, and
+    # no p-value until then.
+    section.get_by_label("Minimum detectable effect", exact=False).fill("0.001")
+    small = admin_get(server, db, "/campaigns/1/experiment?minDetectableEffect=0.001")
+    assert small["reached"] is False and small["warning"]
+    warning = tab.get_by_test_id("experiment-warning")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text(small["warning"])
+    expect(tab.get_by_test_id("experiment-plan")).to_contain_text(
+        f"Planned: {small['plannedPerVariant']:,} people per variant"
+    )
+    expect(tab.get_by_test_id("experiment-comparisons")).to_contain_text("p-value —")
+    # Out of the range the server takes: its answer names the field.
+    section.get_by_label("Minimum detectable effect", exact=False).fill("1.5")
+    expect(section.get_by_role("alert")).to_contain_text("minDetectableEffect")
+    section.get_by_label("Minimum detectable effect", exact=False).fill("0.001")
+    expect(warning).to_be_visible()
+    assert axe_serious(tab) == []
     tab.close()

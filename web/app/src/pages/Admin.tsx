@@ -12,6 +12,7 @@ import {
 import { useEffect, useRef, useState } from "react";
 import { api, post, type Schemas } from "../api";
 import { Problem, useLoad } from "../App";
+import { Analytics } from "./Analytics";
 
 Chart.register(
   ArcElement, BarController, BarElement, CategoryScale, DoughnutController, Legend, LinearScale,
@@ -130,6 +131,7 @@ export function AdminPage({ me }: { me: Schemas["Me"] }) {
         </table>
       </section>
       <Campaigns />
+      <Analytics />
       <section className="card" aria-labelledby="jobs-h">
         <h2 id="jobs-h">Jobs</h2>
         <Problem error={jobs.error} />
