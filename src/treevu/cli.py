@@ -36,6 +36,8 @@ segment_app = typer.Typer(help="Segmentation jobs.")
 import_app = typer.Typer(help="Load users or employee inputs from CSV.")
 jobs_app = typer.Typer(help="Scheduled jobs: list them, or run one now.")
 app.add_typer(jobs_app, name="jobs")
+models_app = typer.Typer(help="Risk models: train them on the stored history.")
+app.add_typer(models_app, name="models")
 keys_app = typer.Typer(help="Encryption keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(segment_app, name="segment")
@@ -520,6 +522,39 @@ def openapi(
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
+
+
+@models_app.command("train")
+def models_train(
+    cards: Annotated[Path, typer.Option(help="where the model cards are written (NAME.md)")] = Path(
+        "docs/models"
+    ),
+) -> None:
+    """Fit, calibrate and evaluate the crisis and disengagement models on the stored history
+    (split by time), store them as the active versions, write their model cards and score
+    every profile with them."""
+    from treevu.services.models import card, registry
+
+    settings = _settings()
+    _require_migrated(settings)
+    engine = _bulk_engine(settings)
+    try:
+        trained = registry.train(engine, datetime.now(UTC))
+    except ValueError as exc:
+        err.print(f"[red]cannot train: {exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    for model in trained:
+        fit, rule = model.metrics["model"], model.metrics["baseline"]
+        path = card.write(model, cards)
+        out.print(
+            f"{model.name} v{model.version}: AUC {fit['auc']} (rule {rule['auc']}), "
+            f"Brier {fit['brier']} (rule {rule['brier']}) on "
+            f"{', '.join(model.metrics['testMonths'])}; card {path}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    result = _recompute(settings, engine, None)
+    out.print(f"scored {result.scored:,} profiles with the new models ({result.written:,} changed)")
 
 
 @jobs_app.command("list")

@@ -49,6 +49,10 @@ STAFF_DEPARTMENT: Final = DEPARTMENTS.index("Human Resources")
 COUNSELOR_EVERY: Final = 150  # users per counselor (at least 2 counselors)
 TEAM_SIZE: Final = 8  # employees per manager, and line managers per senior manager
 COUNSELOR_CAPACITY: Final = (15, 40)  # open cases, inclusive
+#: Ages are uniform over working life, counted in this year (birth year = year − age).
+AGE_RANGE: Final = (18, 66)
+AGE_REFERENCE_YEAR: Final = 2026
+AGE_STREAM: Final = 1959
 
 #: Net monthly income: lognormal around ``INCOME_BASE`` times department and role pay.
 INCOME_BASE: Final = 3595.0
@@ -144,6 +148,7 @@ class Population:
     counselor_capacity: Int64Array  # open cases a counselor can hold; 0 for everyone else
     has_inputs: NDArray[np.bool_]  # employees and managers
     inputs: Inputs  # every row; rows without inputs hold zeros and no survey
+    birth_year: Int64Array  # never an input: only to check the models for every age band
 
     def __len__(self) -> int:
         return len(self.user_id)
@@ -187,6 +192,10 @@ def generate_population(n_users: int, seed: int) -> Population:
     capacity[is_counselor] = rng.integers(low, high + 1, size=int(is_counselor.sum()))
     has_inputs = (org.role == EMPLOYEE) | (org.role == MANAGER)
     inputs = _draw_inputs(rng, org, has_inputs)
+    # A stream of its own, so that adding ages changed none of the draws above.
+    ages = np.random.default_rng([seed, AGE_STREAM]).integers(
+        AGE_RANGE[0], AGE_RANGE[1] + 1, n_users
+    )
     return Population(
         user_id=np.arange(1, n_users + 1, dtype=np.int64),
         email=emails,
@@ -197,6 +206,7 @@ def generate_population(n_users: int, seed: int) -> Population:
         counselor_capacity=capacity,
         has_inputs=has_inputs,
         inputs=inputs,
+        birth_year=(AGE_REFERENCE_YEAR - ages).astype(np.int64),
     )
 
 

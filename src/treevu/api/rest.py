@@ -14,6 +14,7 @@ from treevu.services.analytics import ops as A
 from treevu.services.bounds import MAX_INT
 from treevu.services.campaigns import ops as C
 from treevu.services.campaigns.sending import CampaignType
+from treevu.services.models import ops as models
 from treevu.services.notifications import compliance
 from treevu.services.notifications import inbox as N
 from treevu.services.notifications.preferences import Preferences
@@ -519,3 +520,8 @@ async def analytics_intervention_effect(
     svc: ServicesDep, actor: CurrentActor, query: Annotated[A.EffectInput, Query()]
 ) -> A.EffectOut:
     return await A.get_intervention_effect(svc, actor, query)
+
+
+@router.get("/models", response_model=list[models.ModelOut], **RESPONSE_OPTIONS)
+async def model_list(svc: ServicesDep, actor: CurrentActor) -> list[models.ModelOut]:
+    return await models.list_models(svc, actor, models.Empty())

@@ -29,6 +29,7 @@ from treevu.services.analytics import ops as A
 from treevu.services.campaigns import ops as C
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
+from treevu.services.models import ops as models
 from treevu.services.notifications import compliance
 from treevu.services.notifications import inbox as N
 from treevu.services.people import users as people
@@ -125,6 +126,7 @@ PROCEDURES: dict[str, Procedure] = {
     "analytics.getCohorts": _q(A.Empty, A.get_cohorts),
     "analytics.getChurn": _q(A.Empty, A.get_churn),
     "analytics.getInterventionEffect": _q(A.EffectInput, A.get_intervention_effect),
+    "models.list": _q(models.Empty, models.list_models),
 }
 
 JSONRPC_CODES = {

@@ -21,7 +21,13 @@ from treevu.db.notifications import (
 )
 from treevu.db.outbox import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED, OutboxEvent
 from treevu.db.programs import Campaign, CampaignDelivery, Intervention
-from treevu.db.segments import AnalyticsResult, EmployeeSegment, ProfileSnapshot, SegmentHistory
+from treevu.db.segments import (
+    AnalyticsResult,
+    EmployeeSegment,
+    PredictionModel,
+    ProfileSnapshot,
+    SegmentHistory,
+)
 from treevu.db.users import ROLES, User
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "NotificationPreferences",
     "NotificationQueue",
     "OutboxEvent",
+    "PredictionModel",
     "ProfileSnapshot",
     "PointRule",
     "PointsEntry",

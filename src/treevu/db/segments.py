@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from treevu.db.base import Base, utcnow
 
 Score = Numeric(5, 2, asdecimal=False)
+Risk = Numeric(5, 4, asdecimal=False)
 
 
 class EmployeeSegment(Base):
@@ -50,6 +51,15 @@ class EmployeeSegment(Base):
     policy_version: Mapped[str | None] = mapped_column("policyVersion", String(32), nullable=True)
     #: Fingerprint of the stored values, so a recompute writes only rows that changed.
     profile_hash: Mapped[int | None] = mapped_column("profileHash", BigInteger, nullable=True)
+    #: The active risk models' predictions (SPEC §10) and their top reasons, comma-separated.
+    crisis_risk_30d: Mapped[float | None] = mapped_column("crisisRisk30d", Risk, nullable=True)
+    disengagement_risk_30d: Mapped[float | None] = mapped_column(
+        "disengagementRisk30d", Risk, nullable=True
+    )
+    crisis_reasons: Mapped[str | None] = mapped_column("crisisRiskReasons", String(255))
+    disengagement_reasons: Mapped[str | None] = mapped_column(
+        "disengagementRiskReasons", String(255)
+    )
 
 
 class SegmentHistory(Base):
@@ -95,6 +105,10 @@ class ProfileSnapshot(Base):
     risk_level: Mapped[str | None] = mapped_column("riskLevel", String(20))
     spending_level: Mapped[str | None] = mapped_column("spendingLevel", String(20))
     taken_at: Mapped[datetime] = mapped_column("takenAt", default=utcnow)
+    crisis_risk_30d: Mapped[float | None] = mapped_column("crisisRisk30d", Risk, nullable=True)
+    disengagement_risk_30d: Mapped[float | None] = mapped_column(
+        "disengagementRisk30d", Risk, nullable=True
+    )
 
 
 class AnalyticsResult(Base):
@@ -107,3 +121,19 @@ class AnalyticsResult(Base):
     version: Mapped[str] = mapped_column(String(100))
     computed_at: Mapped[datetime] = mapped_column("computedAt", default=utcnow)
     payload: Mapped[Any] = mapped_column(JSON)
+
+
+class PredictionModel(Base):
+    """A trained risk model (``services/models``): its numbers as JSON (nothing executes when
+    it is loaded) and its held-out metrics; the newest of each target is the active one."""
+
+    __tablename__ = "prediction_models"
+    __table_args__ = (Index("idx_prediction_models_target", "target", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(50))
+    version: Mapped[int] = mapped_column(Integer)
+    trained_at: Mapped[datetime] = mapped_column("trainedAt", default=utcnow)
+    model: Mapped[Any] = mapped_column(JSON)
+    metrics: Mapped[Any] = mapped_column(JSON)

@@ -30,3 +30,5 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column("isActive", Boolean, default=True)
     counselor_capacity: Mapped[int] = mapped_column("counselorCapacity", Integer, default=0)
     created_at: Mapped[datetime] = mapped_column("createdAt", default=utcnow)
+    #: Never an input of any model: only to check that predictions are as good for every age.
+    birth_year: Mapped[int | None] = mapped_column("birthYear", Integer, nullable=True)

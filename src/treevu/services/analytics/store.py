@@ -41,12 +41,14 @@ def take_snapshot(conn: Connection, month: date, now: datetime) -> int:
             es.risk_level,
             es.spending_level,
             literal(now),
+            es.crisis_risk_30d,
+            es.disengagement_risk_30d,
         )
         .join(User, User.id == es.user_id)
         .where(User.is_active.is_(True))
     )
     names = ["month", "userId", "segment", "fwiScore", "wellnessScore", "engagementScore"]
-    names += ["riskLevel", "spendingLevel", "takenAt"]
+    names += ["riskLevel", "spendingLevel", "takenAt", "crisisRisk30d", "disengagementRisk30d"]
     written = conn.execute(
         insert(_S).from_select(names, chosen).execution_options(preserve_rowcount=True)
     )

@@ -49,6 +49,7 @@ USER_COLUMNS: Final = (
     "isActive",
     "counselorCapacity",
     "createdAt",
+    "birthYear",
 )
 #: ``employee_inputs`` as seeded: the input names of SPEC §2 with the survey's date after its score.
 INPUT_COLUMNS: Final = (
@@ -108,6 +109,7 @@ def _user_columns(population: Population, stamp: datetime | str) -> list[list[An
         [True] * n,
         population.counselor_capacity.tolist(),
         [stamp] * n,
+        population.birth_year.tolist(),
     ]
 
 
