@@ -135,15 +135,16 @@ def copy_rows(
     names: Sequence[str],
     columns: list[list[Any]],
     *,
-    text_column: str | None = None,
+    text_columns: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Insert ``columns`` (one list per name) into ``table`` the fastest way this database has:
     ``COPY`` on PostgreSQL, multi-row ``INSERT`` on MariaDB, ``executemany`` on SQLite.
 
     On MariaDB the values are formatted here (pymysql would escape every value in Python, one
-    at a time): numbers by ``str``, and ``text_column`` — the only text — escaped once per
-    distinct value by the driver. Without ``text_column`` the driver binds every row.
+    at a time): numbers by ``str`` (they must not be None), and the ``text_columns`` — the only
+    text, None allowed — escaped once per distinct value by the driver. Without
+    ``text_columns`` the driver binds every row.
     """
     total = len(columns[0])
     dialect = conn.dialect.name
@@ -156,11 +157,12 @@ def copy_rows(
                 if progress:
                     progress(min(start + WRITE_CHUNK, total), total)
         return
-    if dialect == "mysql" and text_column is not None:
-        k = list(names).index(text_column)
-        literal = {text: cursor.connection.escape(text) for text in set(columns[k])}
+    if dialect == "mysql" and text_columns:
         columns = columns.copy()
-        columns[k] = [literal[text] for text in columns[k]]
+        for name in text_columns:
+            k = list(names).index(name)
+            literal = {text: cursor.connection.escape(text) for text in set(columns[k])}
+            columns[k] = [literal[text] for text in columns[k]]
         head = f"INSERT INTO {table} ({', '.join(names)}) VALUES "
         row_sql = f"({', '.join(['%s'] * len(names))})"
         for start, rows in _chunks(columns, total, MYSQL_ROWS_PER_INSERT):

@@ -14,7 +14,7 @@ models do for each group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,6 @@ FEATURES: Final = (
     "spendingLevel",
     "fwiChange1m",
     "engagementChange1m",
-    "monthsKnown",
     "inCrisis",
     "disengaged",
 )
@@ -59,32 +58,47 @@ class Examples:
     rule: npt.NDArray[np.int8]
 
 
-def features_at(cube: Cube, t: int) -> tuple[npt.NDArray[np.int64], Floats]:
-    """The people present in month ``t`` and their features, from months ``≤ t`` only."""
-    rows = np.flatnonzero(cube.segment[:, t] != ABSENT).astype(np.int64)
-    fwi = cube.fwi[rows, t].astype(np.float64)
-    engagement = cube.engagement[rows, t].astype(np.float64)
-    if t > 0:
-        fwi_before = cube.fwi[rows, t - 1].astype(np.float64)
-        engagement_before = cube.engagement[rows, t - 1].astype(np.float64)
-    else:
-        fwi_before = np.full(len(rows), np.nan)
-        engagement_before = np.full(len(rows), np.nan)
-    known = (cube.segment[rows, : t + 1] != ABSENT).sum(axis=1).astype(np.float64)
-    x = np.column_stack(
+def feature_matrix(
+    fwi: Floats,
+    engagement: Floats,
+    wellness: Floats,
+    risk: Any,
+    spending: Any,
+    segment: Any,
+    fwi_before: Floats,
+    engagement_before: Floats,
+) -> Floats:
+    """:data:`FEATURES` as columns, from a month's profile and the month before's (NaN: none).
+    One function for training (the history) and scoring (``recompute``), so both see alike."""
+    return np.column_stack(
         [
             fwi,
             engagement,
-            cube.wellness[rows, t],
-            cube.risk[rows, t],
-            cube.spending[rows, t],
+            wellness,
+            risk,
+            spending,
             np.nan_to_num(fwi - fwi_before, nan=0.0),
             np.nan_to_num(engagement - engagement_before, nan=0.0),
-            np.minimum(known, 12.0),
-            cube.segment[rows, t] == CRISIS,
+            segment == CRISIS,
             np.nan_to_num(engagement, nan=-1.0) < DISENGAGED_BELOW,
         ]
     ).astype(np.float64)
+
+
+def features_at(cube: Cube, t: int) -> tuple[npt.NDArray[np.int64], Floats]:
+    """The people present in month ``t`` and their features, from months ``≤ t`` only."""
+    rows = np.flatnonzero(cube.segment[:, t] != ABSENT).astype(np.int64)
+    nothing = np.full(len(rows), np.nan)
+    x = feature_matrix(
+        cube.fwi[rows, t].astype(np.float64),
+        cube.engagement[rows, t].astype(np.float64),
+        cube.wellness[rows, t].astype(np.float64),
+        cube.risk[rows, t],
+        cube.spending[rows, t],
+        cube.segment[rows, t],
+        cube.fwi[rows, t - 1].astype(np.float64) if t > 0 else nothing,
+        cube.engagement[rows, t - 1].astype(np.float64) if t > 0 else nothing,
+    )
     return rows, x
 
 

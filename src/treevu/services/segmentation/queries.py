@@ -47,6 +47,16 @@ class WellnessProfile(Model):
     rule: str | None
     reasons: list[str]
     last_updated: datetime = Field(alias="lastUpdated")
+    crisis_risk_30d: float | None = Field(
+        default=None, alias="crisisRisk30d",
+        description="probability of being in crisis at next month's snapshot (null: no model)",
+    )  # fmt: skip
+    crisis_risk_reasons: list[str] = Field(default=[], alias="crisisRiskReasons")
+    disengagement_risk_30d: float | None = Field(
+        default=None, alias="disengagementRisk30d",
+        description="probability of being disengaged at next month's snapshot (null: no model)",
+    )  # fmt: skip
+    disengagement_risk_reasons: list[str] = Field(default=[], alias="disengagementRiskReasons")
 
 
 class CurrentSegment(Model):
@@ -253,6 +263,12 @@ def _profile_out(row: EmployeeSegment) -> WellnessProfile:
         rule=row.rule,
         reasons=row.reasons.split(",") if row.reasons else [],
         last_updated=row.last_updated,
+        crisis_risk_30d=row.crisis_risk_30d,
+        crisis_risk_reasons=row.crisis_reasons.split(",") if row.crisis_reasons else [],
+        disengagement_risk_30d=row.disengagement_risk_30d,
+        disengagement_risk_reasons=(
+            row.disengagement_reasons.split(",") if row.disengagement_reasons else []
+        ),
     )
 
 

@@ -23,7 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -55,6 +55,9 @@ from treevu.segmentation.engine import (
 )
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
 from treevu.segmentation.recommendations import CATALOG, recommendation_counts
+from treevu.services.models.features import TARGETS, feature_matrix
+from treevu.services.models.registry import active as active_models
+from treevu.services.models.scoring import Risks, score_risks
 from treevu.services.rewards.achievements import MILESTONES
 
 #: Users per batch: read, scored and written together (and one progress report each).
@@ -81,9 +84,15 @@ STAGE_COLUMNS: Final = (
     ("reasons", "VARCHAR(255)"),
     ("profileHash", "BIGINT"),
     ("fromSegment", "SMALLINT"),
+    ("crisisRisk30d", "NUMERIC(5, 4)"),  # -1: no model
+    ("disengagementRisk30d", "NUMERIC(5, 4)"),
+    ("crisisRiskReasons", "VARCHAR(255)"),
+    ("disengagementRiskReasons", "VARCHAR(255)"),
 )
 ProgressFn = Callable[[str, int, int], None]
 IdArray = npt.NDArray[np.int64]
+#: The staged text columns (the rest are numbers).
+RISK_TEXT: Final = ("reasons", "crisisRiskReasons", "disengagementRiskReasons")
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +310,11 @@ def read_exclusions(
     return pos[keep].astype(np.int64), items[keep]
 
 
-def profile_hash(profiles: Profiles, rec_count: IdArray, policy: Policy) -> IdArray:
-    """A 64-bit fingerprint of every stored value of a profile (scores at 2 decimals)."""
+def profile_hash(
+    profiles: Profiles, rec_count: IdArray, policy: Policy, risks: Risks | None = None
+) -> IdArray:
+    """A 64-bit fingerprint of every stored value of a profile (scores at 2 decimals, risks at
+    4: a new model changes the rows whose risk it changes)."""
     parts = [
         profiles.segment.astype(np.uint64),
         profiles.rule.astype(np.uint64),
@@ -314,6 +326,8 @@ def profile_hash(profiles: Profiles, rec_count: IdArray, policy: Policy) -> IdAr
         np.rint(profiles.wellness_score * 100).astype(np.uint64),
         rec_count.astype(np.uint64),
     ]
+    if risks is not None:
+        parts += [np.rint(p * 10_000).astype(np.uint64) for p in risks.probability.values()]
     h = np.full(len(profiles), zlib.crc32(policy.version.encode()), dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
     with np.errstate(over="ignore"):
@@ -345,6 +359,7 @@ def recompute(
     cutoff = now - timedelta(days=survey_valid_days)
     with engine.begin() as conn:
         temp_tables_in_memory(conn)
+        models = active_models(conn)
         batches, total = plan_batches(conn, user_ids)
         done = 0
         for batch in batches:
@@ -357,13 +372,17 @@ def recompute(
             rec_count = recommendation_counts(
                 read.inputs, profiles, excluded=(read.excluded_rows, read.excluded_items)
             )
-            new_hash = profile_hash(profiles, rec_count, policy)
+            risks = None
+            if models:
+                before = read_month_before(conn, batch, read.user_id, now)
+                risks = score_risks(models, risk_features(profiles, before))
+            new_hash = profile_hash(profiles, rec_count, policy, risks)
             stored = read.stored_segment
             changed = np.flatnonzero((new_hash != read.stored_hash) | (stored < 0))
             moved = changed[profiles.segment[changed] != stored[changed]]
             timings["score"] += clock() - scoring
             if len(changed):
-                rows = _profile_rows(policy, read, profiles, rec_count, new_hash, changed)
+                rows = _profile_rows(policy, read, profiles, rec_count, new_hash, changed, risks)
                 _write(conn, policy, now, rows, timings, reused=result.written > 0)
             result.scored += n
             result.written += len(changed)
@@ -402,6 +421,7 @@ def _profile_rows(
     rec_count: IdArray,
     new_hash: IdArray,
     changed: npt.NDArray[np.intp],
+    risks: Risks | None = None,
 ) -> list[list[Any]]:
     """The staged columns (``STAGE_COLUMNS`` order) of the changed rows, as Python lists."""
     codes = reason_codes(policy)
@@ -422,6 +442,16 @@ def _profile_rows(
         reason_text.tolist(),
         new_hash[changed].tolist(),
         batch.stored_segment[changed].tolist(),
+        *(
+            risks.probability[t][changed].tolist()
+            if risks is not None and t in risks.probability
+            else [-1.0] * len(changed)
+            for t in TARGETS
+        ),
+        *(
+            risks.reasons(t, changed) if risks is not None else [None] * len(changed)
+            for t in TARGETS
+        ),
     ]
 
 
@@ -446,7 +476,7 @@ def _write(
         for sql in prepare:
             cursor.execute(quote_camel(sql, conn))
         names = [name for name, _ in STAGE_COLUMNS]
-        copy_rows(conn, cursor, STAGE, names, columns, text_column="reasons")
+        copy_rows(conn, cursor, STAGE, names, columns, text_columns=RISK_TEXT)
         staged = time.perf_counter()
         timings["stage"] += staged - start
         for sql, params in _apply_statements(conn, policy, db_timestamp(conn, now)):
@@ -508,6 +538,10 @@ def _apply_statements(
         "reasons": column("reasons"),
         "policyVersion": constant(policy.version),
         "profileHash": column("profileHash"),
+        "crisisRisk30d": ("NULLIF(crisisRisk30d, -1)", ()),
+        "disengagementRisk30d": ("NULLIF(disengagementRisk30d, -1)", ()),
+        "crisisRiskReasons": column("crisisRiskReasons"),
+        "disengagementRiskReasons": column("disengagementRiskReasons"),
     }
 
     # One segment.changed event per change of an existing segment (first placements tell
@@ -548,3 +582,40 @@ def _apply_statements(
         (milestones, (stamp,)),
         (upsert, profile_params),
     ]
+
+
+def read_month_before(
+    conn: Connection, batch: Batch, user_id: IdArray, now: datetime
+) -> npt.NDArray[np.float64]:
+    """Last month's snapshot FWI and engagement of ``user_id`` (NaN without one): what the
+    risk models compare this month's profile with."""
+    this_month = date(now.year, now.month, 1)
+    last = date(this_month.year - (this_month.month == 1), (this_month.month - 2) % 12 + 1, 1)
+    where, params = batch.where(conn, "userId")
+    value: Any = last.isoformat() if conn.dialect.name == "sqlite" else last
+    table = fetch_numbers(
+        conn,
+        ["userId", "COALESCE(fwiScore, -1)", "COALESCE(engagementScore, -1)"],
+        f"FROM profile_snapshots WHERE month = {placeholder(conn)}{where}",
+        [value, *params],
+        np.float64,
+    )
+    before = np.full((len(user_id), 2), np.nan)
+    if len(table):
+        pos = np.minimum(np.searchsorted(table[:, 0].astype(np.int64), user_id), len(table) - 1)
+        found = table[pos, 0].astype(np.int64) == user_id
+        before[found] = np.where(table[pos[found], 1:] < 0, np.nan, table[pos[found], 1:])
+    return before
+
+
+def risk_features(profiles: Profiles, before: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return feature_matrix(
+        profiles.fwi_score,
+        profiles.engagement_score,
+        profiles.wellness_score,
+        profiles.risk_level,
+        profiles.spending_level,
+        profiles.segment,
+        before[:, 0],
+        before[:, 1],
+    )
