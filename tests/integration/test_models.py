@@ -4,14 +4,15 @@ with the same features training saw."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, date, datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from tests.conftest import Database, LiveServer
 from tests.integration.workflow import As, sync_engine
-from treevu.db import EmployeeSegment, ProfileSnapshot
+from treevu.db import CampaignDelivery, EmployeeSegment, ProfileSnapshot
 from treevu.population import EMPLOYEE, generate_population
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, default_policy
 from treevu.services.models import registry
@@ -87,3 +88,76 @@ def test_train_list_and_score_on_each_backend(database: Database) -> None:
         profile = admin.get(f"/api/v1/employees/{employee}/profile").json()
         assert 0 <= profile["crisisRisk30d"] <= 1
         assert set(profile["crisisRiskReasons"]) <= set(FEATURES)
+
+
+def test_a_campaign_can_take_only_the_members_whose_risk_is_rising(
+    sqlite_database: Database,
+) -> None:
+    db = sqlite_database
+    engine = sync_engine(db)
+    now = datetime.now(UTC)
+    try:
+        write_population(engine, POPULATION, now=now)
+        recompute(engine, default_policy(), now=now)
+        month = date(now.year, now.month, 1)
+        last = date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+        with engine.begin() as conn:
+            members = [
+                int(u)
+                for u in conn.execute(
+                    select(EmployeeSegment.user_id)
+                    .where(EmployeeSegment.segment == "steady_performers")
+                    .order_by(EmployeeSegment.user_id)
+                    .limit(6)
+                ).scalars()
+            ]
+            # Risk now vs last month: rose by 0.10, 0.05 (rising); by 0.04, fell, stayed, no
+            # snapshot last month (not rising).
+            now_risk = [0.30, 0.25, 0.24, 0.10, 0.20, 0.90]
+            then_risk = [0.20, 0.20, 0.20, 0.30, 0.20, None]
+            for uid, r_now, r_then in zip(members, now_risk, then_risk, strict=True):
+                conn.execute(
+                    update(EmployeeSegment)
+                    .where(EmployeeSegment.user_id == uid)
+                    .values(crisis_risk_30d=r_now)
+                )
+                if r_then is not None:
+                    conn.execute(
+                        insert(ProfileSnapshot).values(
+                            month=last, user_id=uid, segment="steady_performers",
+                            crisis_risk_30d=r_then, taken_at=now,
+                        )
+                    )  # fmt: skip
+    finally:
+        engine.dispose()
+    with LiveServer(db.settings()) as server:
+        admin = As(server, db, 1)
+        listed = admin.get(
+            "/api/v1/segments/steady_performers/campaign-targets"
+            "?campaignType=retention&risingRisk=true"
+        )
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["items"] == members[:2] and listed.json()["total"] == 2
+        created = admin.post(
+            "/api/v1/campaigns",
+            {"name": "Rising", "segment": "steady_performers", "campaignType": "retention",
+             "title": "Hello", "message": "Help is here", "risingRisk": True},
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        assert created.json()["risingRisk"] is True
+        cid = created.json()["id"]
+        deadline = time.monotonic() + 20
+        while admin.get(f"/api/v1/campaigns/{cid}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        engine = sync_engine(db)
+        try:
+            with engine.connect() as conn:
+                targets = list(
+                    conn.execute(
+                        select(CampaignDelivery.user_id).where(CampaignDelivery.campaign_id == cid)
+                    ).scalars()
+                )
+        finally:
+            engine.dispose()
+        assert sorted(targets) == members[:2]

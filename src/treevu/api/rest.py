@@ -186,9 +186,14 @@ async def campaign_targets(
     campaign_type: Annotated[CampaignType, Query(alias="campaignType")],
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
     cursor: Cursor = None,
+    rising_risk: Annotated[bool, Query(alias="risingRisk")] = False,
 ) -> CampaignTargets:
     inp = CampaignTargetsInput(
-        segment=segment, campaign_type=campaign_type, limit=limit, cursor=cursor
+        segment=segment,
+        campaign_type=campaign_type,
+        limit=limit,
+        cursor=cursor,
+        rising_risk=rising_risk,
     )
     return await segmentation.get_campaign_targets(svc, actor, inp)
 

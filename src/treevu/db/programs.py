@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -51,6 +52,8 @@ class Campaign(Base):
         "conversionEvent", String(50), default="recommendation_completed"
     )
     conversion_days: Mapped[int] = mapped_column("conversionDays", Integer, default=7)
+    #: Only members whose crisis risk rose since last month (``services/campaigns/sending``).
+    rising_risk: Mapped[bool] = mapped_column("risingRisk", Boolean, default=False)
 
 
 class CampaignDelivery(Base):

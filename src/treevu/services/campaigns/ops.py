@@ -65,6 +65,10 @@ class CampaignCreate(Variant):
         default="recommendation_completed", alias="conversionEvent"
     )
     conversion_days: int = Field(default=7, alias="conversionDays", ge=1, le=365)
+    rising_risk: bool = Field(
+        default=False, alias="risingRisk",
+        description="only members whose crisis risk rose by 0.05 or more since last month",
+    )  # fmt: skip
 
 
 class CampaignRef(Model):
@@ -94,6 +98,7 @@ class CampaignOut(Model):
     conversion_days: int = Field(alias="conversionDays")
     created_by: int | None = Field(alias="createdBy")
     created_at: datetime = Field(alias="createdAt")
+    rising_risk: bool = Field(alias="risingRisk")
     targeted: int
     sent: int
 
@@ -157,6 +162,7 @@ def _out(c: Campaign, progress: dict[int, tuple[int, int]]) -> CampaignOut:
         conversion_days=c.conversion_days,
         created_by=c.created_by,
         created_at=c.created_at,
+        rising_risk=bool(c.rising_risk),
         targeted=targeted,
         sent=sent,
     )
@@ -200,6 +206,7 @@ async def create_campaign(svc: Services, actor: Actor, inp: CampaignCreate) -> C
             start_at=start,
             conversion_event=inp.conversion_event,
             conversion_days=inp.conversion_days,
+            rising_risk=inp.rising_risk,
             created_by=actor.user_id,
             created_at=now,
         )

@@ -23,7 +23,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, Literal, cast
 
 from sqlalchemy import (
@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    exists,
     func,
     insert,
     select,
@@ -39,7 +40,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from treevu.db import Campaign, CampaignDelivery, EmployeeInputs, EmployeeSegment, User
+from treevu.db import (
+    Campaign,
+    CampaignDelivery,
+    EmployeeInputs,
+    EmployeeSegment,
+    ProfileSnapshot,
+    User,
+)
 from treevu.services.campaigns.templates import placeholders_of, render, segment_name
 from treevu.services.context import Services
 from treevu.services.notifications.preferences import unmuted
@@ -91,11 +99,38 @@ TARGET_RULES: Final[dict[CampaignType, TargetRule]] = {
 }
 
 
-def target_filter(segment: str, campaign_type: CampaignType) -> list[ColumnElement[bool]]:
-    """The conditions on ``employee_segments`` (joined to active users) of these targets."""
+#: "Rising risk": the crisis risk rose by at least this since last month's snapshot.
+RISING_BY: Final = 0.05
+
+
+def rising_risk(today: date) -> ColumnElement[bool]:
+    """Members whose ``crisisRisk30d`` rose by :data:`RISING_BY` or more since the snapshot of
+    the month before ``today``'s (people without one, or without a model, are not rising)."""
+    month = date(today.year, today.month, 1)
+    last = date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+    p = ProfileSnapshot
+    return exists().where(
+        p.user_id == _S.user_id,
+        p.month == last,
+        p.crisis_risk_30d.is_not(None),
+        # Risks are stored to 4 decimals; half a unit of the last keeps 0.25 − 0.20 rising
+        # where floating point makes it 0.04999….
+        _S.crisis_risk_30d - p.crisis_risk_30d >= RISING_BY - 0.00005,
+    )
+
+
+def target_filter(
+    segment: str, campaign_type: CampaignType, rising: date | None = None
+) -> list[ColumnElement[bool]]:
+    """The conditions on ``employee_segments`` (joined to active users) of these targets;
+    ``rising``: only those whose risk rose since the month before this day's."""
     rule = TARGET_RULES[campaign_type]
     where = [_S.segment == segment, User.is_active.is_(True)]
-    return where if rule.where is None else [*where, rule.where]
+    if rule.where is not None:
+        where.append(rule.where)
+    if rising is not None:
+        where.append(rising_risk(rising))
+    return where
 
 
 def arms(campaign: Campaign) -> list[tuple[str, str]]:
@@ -114,14 +149,15 @@ def variant_of(campaign_id: int, user_id: int, arms_count: int) -> int:
     return int.from_bytes(digest, "big") % arms_count
 
 
-async def freeze(session: AsyncSession, campaign: Campaign) -> int:
+async def freeze(session: AsyncSession, campaign: Campaign, today: date) -> int:
     """Write the campaign's targets in sending order; their count."""
     rule = TARGET_RULES[campaign.campaign_type]  # type: ignore[index]
+    rising = today if campaign.rising_risk else None
     found = (
         await session.execute(
             select(_S.user_id, _S.segment)
             .join(User, User.id == _S.user_id)
-            .where(*target_filter(campaign.segment, campaign.campaign_type))  # type: ignore[arg-type]
+            .where(*target_filter(campaign.segment, campaign.campaign_type, rising))  # type: ignore[arg-type]
             .order_by(*rule.order)
         )
     ).all()
@@ -168,7 +204,7 @@ async def start_due(svc: Services) -> int:
                 continue  # another node started it
             campaign = await session.get(Campaign, cid)
             assert campaign is not None
-            targets = await freeze(session, campaign)
+            targets = await freeze(session, campaign, now.date())
             await session.commit()
         log.info("campaign %d started: %d targets", cid, targets)
         started += 1

@@ -143,6 +143,10 @@ class InterventionRecommendations(Model):
 class CampaignTargetsInput(Model):
     segment: SegmentName
     campaign_type: CampaignType = Field(alias="campaignType")
+    rising_risk: bool = Field(
+        default=False, alias="risingRisk",
+        description="only members whose crisis risk rose by 0.05 or more since last month",
+    )  # fmt: skip
     limit: int = Field(default=1000, ge=1, le=10000)
     cursor: str | None = None
 
@@ -533,7 +537,9 @@ async def get_campaign_targets(
     id."""
     actor.require_admin()
     after = decode_cursor(inp.cursor)
-    where = target_filter(inp.segment, inp.campaign_type)
+    where = target_filter(
+        inp.segment, inp.campaign_type, svc.clock().date() if inp.rising_risk else None
+    )
     stmt = (
         select(EmployeeSegment.user_id)
         .join(User, User.id == EmployeeSegment.user_id)

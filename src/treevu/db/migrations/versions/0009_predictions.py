@@ -1,5 +1,6 @@
 """Risk predictions (SPEC §10): trained models, each profile's risks and their reasons, the
-risks kept in the monthly snapshots, and birth years (never a model input: per-age checks).
+risks kept in the monthly snapshots, birth years (never a model input: per-age checks), and
+campaigns that take only the members whose risk is rising.
 
 Revision ID: 0009
 Revises: 0008
@@ -42,9 +43,15 @@ def upgrade() -> None:
         t.add_column(sa.Column("disengagementRisk30d", Risk, nullable=True))
     with op.batch_alter_table("users") as t:
         t.add_column(sa.Column("birthYear", sa.Integer(), nullable=True))
+    with op.batch_alter_table("campaigns") as t:
+        t.add_column(
+            sa.Column("risingRisk", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("campaigns") as t:
+        t.drop_column("risingRisk")
     with op.batch_alter_table("users") as t:
         t.drop_column("birthYear")
     with op.batch_alter_table("profile_snapshots") as t:
