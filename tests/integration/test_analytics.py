@@ -5,6 +5,7 @@ recomputed, and the nightly job."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,9 +104,17 @@ def test_history_and_every_analytics_call_on_each_backend(database: Database) ->
                 created_at=now, updated_at=now,
             ),
         )  # fmt: skip
+        # The next call is served the stored answer, marked stale, while a refresh runs.
         again = admin.get("/api/v1/analytics/intervention-effect?horizonMonths=2").json()
+        assert again["stale"] and again["computedAt"] == before
+        deadline = time.monotonic() + 60
+        while again["stale"]:
+            assert time.monotonic() < deadline, "the refresh did not finish"
+            time.sleep(0.2)
+            again = admin.get("/api/v1/analytics/intervention-effect?horizonMonths=2").json()
         assert again["computedAt"] != before
-        assert admin.get("/api/v1/analytics/cohorts").json()["computedAt"] == cohorts_at
+        cohorts = admin.get("/api/v1/analytics/cohorts").json()
+        assert cohorts["computedAt"] == cohorts_at and not cohorts["stale"]
 
         # The nightly job: this month's snapshot again, every answer afresh.
         run = server.run(run_now(server.app_state().services, "history.snapshot")).result()

@@ -9,6 +9,9 @@ history or the interventions changed.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -25,6 +28,7 @@ from treevu.services.context import Actor, Services
 from treevu.services.errors import bad_request, not_found
 
 Cell = int | str
+log = logging.getLogger(__name__)
 
 
 class Model(BaseModel):
@@ -71,6 +75,9 @@ class ExperimentInput(ExperimentPlan):
 
 class Stamped(Model):
     computed_at: datetime = Field(alias="computedAt")
+    stale: bool = Field(
+        description="newer data exists: this answer is from computedAt, a refresh is running"
+    )
 
 
 class TransitionsOut(Stamped):
@@ -177,24 +184,46 @@ class ExperimentOut(Model):
     warning: str | None
 
 
-def _stored(svc: Services, key: str, kind: str) -> tuple[Any, datetime] | None:
-    """The stored answer under ``key`` if it is of the current data (computed first if not)."""
-    for attempt in range(2):
-        with svc.bulk_engine.connect() as conn:
-            version = store.versions(conn)[kind]
-            row = store.read_result(conn, key)
-            if row is not None and row.version == version:
-                return row.payload, row.computed_at
-            if attempt == 1:
-                return None if row is None else (row.payload, row.computed_at)
+#: One background refresh at a time in a process.
+_background = threading.Lock()
+
+
+def _refresh_soon(svc: Services, kind: str) -> None:
+    """Bring the stored answers up to date in a thread of their own (at most one at a time)."""
+    if not _background.acquire(blocking=False):
+        return
+
+    def run() -> None:
         try:
-            store.refresh(svc.bulk_engine, svc.clock, only=kind)
-        except IntegrityError:
-            pass  # another node stored the same answers at the same time
-    return None
+            store.refresh(svc.bulk_engine, svc.clock, only=kind, if_stale=True)
+        except Exception:
+            log.exception("analytics refresh failed; the next call tries again")
+        finally:
+            _background.release()
+
+    threading.Thread(target=run, name=f"analytics-{kind}", daemon=True).start()
 
 
-async def _answer(svc: Services, key: str, kind: str) -> tuple[Any, datetime] | None:
+def _stored(svc: Services, key: str, kind: str) -> tuple[Any, datetime, bool] | None:
+    """The stored answer under ``key``: (payload, computedAt, stale). Computed now only when
+    there is none yet; when newer data exists the answer is served ``stale`` while a refresh
+    runs in the background, so no call waits for the whole history to be recomputed."""
+    with svc.bulk_engine.connect() as conn:
+        version = store.versions(conn)[kind]
+        row = store.read_result(conn, key)
+    if row is None:
+        with contextlib.suppress(IntegrityError):  # another node stored them meanwhile
+            store.refresh(svc.bulk_engine, svc.clock, only=kind, if_stale=True)
+        with svc.bulk_engine.connect() as conn:
+            row = store.read_result(conn, key)
+        return None if row is None else (row.payload, row.computed_at, False)
+    if row.version != version:
+        _refresh_soon(svc, kind)
+        return row.payload, row.computed_at, True
+    return row.payload, row.computed_at, False
+
+
+async def _answer(svc: Services, key: str, kind: str) -> tuple[Any, datetime, bool] | None:
     return await anyio.to_thread.run_sync(lambda: _stored(svc, key, kind))
 
 
@@ -211,14 +240,14 @@ async def get_transitions(svc: Services, actor: Actor, inp: TransitionsInput) ->
         svc, store.transitions_key(C.month_of(inp.from_), C.month_of(inp.to)), "history"
     )
     assert found is not None
-    return TransitionsOut.model_validate({**found[0], "computedAt": found[1]})
+    return TransitionsOut.model_validate({**found[0], "computedAt": found[1], "stale": found[2]})
 
 
 async def _table(svc: Services, key: str, kind: str) -> dict[str, Any]:
     found = await _answer(svc, key, kind)
     if found is None:
         raise not_found("there is no history yet: the nightly history.snapshot job keeps it")
-    return {**found[0], "computedAt": found[1]}
+    return {**found[0], "computedAt": found[1], "stale": found[2]}
 
 
 async def get_cohorts(svc: Services, actor: Actor, inp: Empty) -> CohortsOut:

@@ -220,17 +220,38 @@ def compute_effects(cube: C.Cube, treated: E.Treated) -> dict[str, Any]:
 
 
 _refreshing = threading.Lock()
+#: A stored answer of each kind, whose version tells whether that kind is current.
+PROBE: Final = {"history": "history-months", "effect": "intervention-effect:3"}
 
 
-def refresh(engine: Engine, now: Callable[[], datetime], only: str | None = None) -> dict[str, str]:
-    """Compute and store the answers (``only``: "history" or "effect"), in one transaction;
-    one refresh at a time in a process."""
-    with _refreshing, engine.begin() as conn:
-        version = versions(conn)
-        cube = load_cube(conn)
-        if only in (None, "history"):
-            write_results(conn, compute_history(cube), version["history"], now())
-        if only in (None, "effect"):
-            treated = load_treated(conn, cube)
-            write_results(conn, compute_effects(cube, treated), version["effect"], now())
+def refresh(
+    engine: Engine, now: Callable[[], datetime], only: str | None = None, *, if_stale: bool = False
+) -> dict[str, str]:
+    """Compute and store the answers (``only``: "history" or "effect"); one refresh at a time
+    in a process. ``if_stale``: do nothing for a kind whose stored answers are current (a
+    caller that waited for another's refresh finds its work done). Everything is computed
+    before anything is written, so the write is one short transaction."""
+    kinds = ["history", "effect"] if only is None else [only]
+    with _refreshing:
+        with engine.connect() as conn:
+            version = versions(conn)
+            if if_stale:
+                kinds = [k for k in kinds if not _current(conn, k, version[k])]
+            if not kinds:
+                return version
+            cube = load_cube(conn)
+            treated = load_treated(conn, cube) if "effect" in kinds else None
+        results: list[tuple[dict[str, Any], str]] = []
+        if "history" in kinds:
+            results.append((compute_history(cube), version["history"]))
+        if treated is not None:
+            results.append((compute_effects(cube, treated), version["effect"]))
+        with engine.begin() as conn:
+            for answers, stamp in results:
+                write_results(conn, answers, stamp, now())
     return version
+
+
+def _current(conn: Connection, kind: str, version: str) -> bool:
+    stored = read_result(conn, PROBE[kind])
+    return stored is not None and stored.version == version
