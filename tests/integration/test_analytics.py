@@ -15,7 +15,13 @@ from sqlalchemy import func, insert, select
 
 from tests.conftest import Database, LiveServer
 from tests.integration.workflow import As, execute, scalar, sync_engine
-from treevu.db import Intervention, ProfileSnapshot, User
+from treevu.db import (
+    CampaignDelivery,
+    Intervention,
+    ProfileSnapshot,
+    RecommendationEvent,
+    User,
+)
 from treevu.history import History, as_cube, treated_of
 from treevu.population import COUNSELOR, EMPLOYEE, MANAGER, generate_population
 from treevu.services.analytics import cube as C
@@ -88,6 +94,23 @@ def test_history_and_every_analytics_call_on_each_backend(database: Database) ->
 
         uplift, aa = (e["campaignId"] for e in truth["experiments"])
         early = admin.get(f"/api/v1/campaigns/{uplift}/experiment").json()
+        # Conversions as the database counts them = as counted here from the raw rows.
+        deliveries = _rows(database, select(CampaignDelivery.user_id, CampaignDelivery.variant,
+                                            CampaignDelivery.sent_at).where(
+            CampaignDelivery.campaign_id == uplift))  # fmt: skip
+        events: dict[int, list[datetime]] = {}
+        for uid, at in _rows(
+            database,
+            select(RecommendationEvent.user_id, RecommendationEvent.created_at).where(
+                RecommendationEvent.kind == "completed"
+            ),
+        ):
+            events.setdefault(uid, []).append(at)
+        converted = [0, 0]
+        for uid, variant, sent_at in deliveries:
+            window = sent_at + timedelta(days=7)
+            converted[variant] += any(sent_at <= at <= window for at in events.get(uid, ()))
+        assert [v["converted"] for v in early["variants"]] == converted
         assert not early["reached"] and early["comparisons"][0]["pValue"] is None
         assert "no peeking" in early["warning"]
         coarse = admin.get(f"/api/v1/campaigns/{aa}/experiment?minDetectableEffect=0.3").json()
@@ -175,3 +198,12 @@ def test_no_history_yet_is_a_clear_404(sqlite_database: Database) -> None:
         effect = answer.get("/api/v1/analytics/intervention-effect")
         assert effect.status_code == 200 and effect.json()["effect"] is None
         assert "too few people" in effect.json()["warnings"][0]
+
+
+def _rows(db: Database, stmt: Any) -> list[Any]:
+    engine = sync_engine(db)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(stmt).all())
+    finally:
+        engine.dispose()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, update
 
 from treevu.db import (
     AuditLog,
@@ -17,6 +17,7 @@ from treevu.db import (
     RecommendationEvent,
     SurveyResponse,
 )
+from treevu.db.base import add_days
 from treevu.notifications.wire import check_text
 from treevu.segmentation.policy import SegmentName
 from treevu.services.bounds import MAX_INT, RowId
@@ -305,67 +306,70 @@ async def cancel_campaign(svc: Services, actor: Actor, inp: CampaignRef) -> Camp
     return await _transition(svc, actor, inp, "cancel")
 
 
+def converted_within(campaign: Campaign) -> ColumnElement[bool]:
+    """A delivery whose person did the campaign's conversion event within ``conversionDays``
+    after it was sent."""
+    d = CampaignDelivery
+    end = add_days(d.sent_at, campaign.conversion_days)
+    if campaign.conversion_event == "survey_answered":
+        r = SurveyResponse
+        happened = exists().where(
+            r.user_id == d.user_id, r.created_at >= d.sent_at, r.created_at <= end
+        )
+    else:
+        e = RecommendationEvent
+        happened = exists().where(
+            e.user_id == d.user_id,
+            e.kind == "completed",
+            e.created_at >= d.sent_at,
+            e.created_at <= end,
+        )
+    return and_(d.status == "sent", d.sent_at.is_not(None), happened)
+
+
 async def get_stats(svc: Services, actor: Actor, inp: CampaignRef) -> CampaignStats:
     """targeted, sent, delivered (acknowledged by a client, or read), opened (read), clicked,
     converted (the campaign's conversion event within ``conversionDays`` after it was sent),
-    overall, by segment (at the time of targeting) and by variant."""
+    overall, by segment (at the time of targeting) and by variant — counted by the database,
+    one row per (segment, variant)."""
     actor.require_admin()
     d, q = CampaignDelivery, NotificationQueue
     async with svc.sessions() as session:
         campaign = await session.get(Campaign, inp.campaign_id)
         if campaign is None:
             raise not_found(f"campaignId: no campaign {inp.campaign_id}")
+        sent = d.status == "sent"
+        flags = {
+            "sent": sent,
+            "delivered": and_(
+                sent, or_(q.status.in_(("delivered", "read")), q.read_at.is_not(None))
+            ),
+            "opened": and_(sent, q.read_at.is_not(None)),
+            "clicked": and_(sent, q.clicked_at.is_not(None)),
+            "converted": converted_within(campaign),
+        }
         rows = (
             await session.execute(
                 select(
-                    d.user_id,
                     d.segment,
                     d.variant,
-                    d.status,
-                    d.sent_at,
-                    q.status,
-                    q.read_at,
-                    q.clicked_at,
+                    func.count(),
+                    *(func.sum(case((flag, 1), else_=0)) for flag in flags.values()),
                 )
                 .outerjoin(q, q.id == d.notification_id)
                 .where(d.campaign_id == campaign.id)
-            )  # fmt: skip
+                .group_by(d.segment, d.variant)
+            )
         ).all()
-        sent_times = [r[4] for r in rows if r[3] == "sent" and r[4] is not None]
-        events: dict[int, list[datetime]] = defaultdict(list)
-        if sent_times:
-            since = min(sent_times)
-            if campaign.conversion_event == "survey_answered":
-                found = select(SurveyResponse.user_id, SurveyResponse.created_at).where(
-                    SurveyResponse.created_at >= since
-                )
-            else:
-                found = select(RecommendationEvent.user_id, RecommendationEvent.created_at).where(
-                    RecommendationEvent.kind == "completed",
-                    RecommendationEvent.created_at >= since,
-                )
-            for uid, at in (await session.execute(found)).all():
-                events[int(uid)].append(at)
-    window = timedelta(days=campaign.conversion_days)
     overall = Counts()
     by_segment: dict[str, Counts] = defaultdict(Counts)
-    names = [f"{k}" for k in range(len(arms(campaign)))]
-    by_variant: dict[str, Counts] = {name: Counts() for name in names}
-    for uid, segment, variant, status, sent_at, q_status, read_at, clicked_at in rows:
-        counts = (overall, by_segment[str(segment)], by_variant.setdefault(str(variant), Counts()))
-        sent = status == "sent"
-        flags = {
-            "targeted": True,
-            "sent": sent,
-            "delivered": sent and (q_status in ("delivered", "read") or read_at is not None),
-            "opened": sent and read_at is not None,
-            "clicked": sent and clicked_at is not None,
-            "converted": sent
-            and sent_at is not None
-            and any(sent_at <= at <= sent_at + window for at in events.get(int(uid), ())),
+    by_variant: dict[str, Counts] = {str(k): Counts() for k in range(len(arms(campaign)))}
+    for segment, variant, targeted, *counted in rows:
+        values = {
+            "targeted": int(targeted),
+            **{k: int(v or 0) for k, v in zip(flags, counted, strict=True)},
         }
-        for c in counts:
-            for name, hit in flags.items():
-                if hit:
-                    setattr(c, name, getattr(c, name) + 1)
+        for c in (overall, by_segment[str(segment)], by_variant.setdefault(str(variant), Counts())):
+            for name, n in values.items():
+                setattr(c, name, getattr(c, name) + n)
     return CampaignStats(**overall.model_dump(), by_segment=dict(by_segment), by_variant=by_variant)
