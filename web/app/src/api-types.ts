@@ -499,6 +499,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Model List */
+        get: operations["model_list_api_v1_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/notifications": {
         parameters: {
             query?: never;
@@ -922,6 +939,21 @@ export interface components {
             /** Features */
             features: string[];
         };
+        /** Baseline */
+        Baseline: {
+            /** Auc */
+            auc: number | null;
+            /** Brier */
+            brier: number | null;
+            /** Calibration */
+            calibration: components["schemas"]["CalibrationBin"][];
+            /** N */
+            n: number;
+            /** Positives */
+            positives: number;
+            /** Rule */
+            rule: string;
+        };
         /** Broadcast */
         Broadcast: {
             /** Data */
@@ -960,6 +992,28 @@ export interface components {
             /** Percentage */
             percentage: number;
         };
+        /** Calibrated */
+        Calibrated: {
+            /** Auc */
+            auc: number | null;
+            /** Brier */
+            brier: number | null;
+            /** Calibration */
+            calibration: components["schemas"]["CalibrationBin"][];
+            /** N */
+            n: number;
+            /** Positives */
+            positives: number;
+        };
+        /** CalibrationBin */
+        CalibrationBin: {
+            /** N */
+            n: number;
+            /** Observed */
+            observed: number;
+            /** Predicted */
+            predicted: number;
+        };
         /** CampaignCreate */
         CampaignCreate: {
             /**
@@ -984,6 +1038,12 @@ export interface components {
             name: string;
             /** Paceperminute */
             pacePerMinute?: number | null;
+            /**
+             * Risingrisk
+             * @description only members whose crisis risk rose by 0.05 or more since last month
+             * @default false
+             */
+            risingRisk: boolean;
             /**
              * Segment
              * @enum {string}
@@ -1021,6 +1081,8 @@ export interface components {
             name: string;
             /** Paceperminute */
             pacePerMinute: number;
+            /** Risingrisk */
+            risingRisk: boolean;
             /** Segment */
             segment: string;
             /** Sent */
@@ -1408,6 +1470,20 @@ export interface components {
             /** Recorded */
             recorded: boolean;
         };
+        /** GroupMetrics */
+        GroupMetrics: {
+            /** Aucgap */
+            aucGap: number | null;
+            /** Rows */
+            rows: components["schemas"]["GroupRow"][];
+        };
+        /** GroupRow */
+        GroupRow: {
+            baseline: components["schemas"]["Scores"];
+            /** Group */
+            group: string;
+            model: components["schemas"]["Scores"];
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -1543,6 +1619,40 @@ export interface components {
             name: string;
             /** Role */
             role: string;
+        };
+        /** Metrics */
+        Metrics: {
+            baseline: components["schemas"]["Baseline"];
+            /** Calibrationmonths */
+            calibrationMonths: string[];
+            /** Groups */
+            groups: {
+                [key: string]: components["schemas"]["GroupMetrics"];
+            };
+            model: components["schemas"]["Calibrated"];
+            /** Testmonths */
+            testMonths: string[];
+            /** Trainmonths */
+            trainMonths: string[];
+        };
+        /** ModelOut */
+        ModelOut: {
+            /** Active */
+            active: boolean;
+            /** Features */
+            features: string[];
+            metrics: components["schemas"]["Metrics"];
+            /** Name */
+            name: string;
+            /** Target */
+            target: string;
+            /**
+             * Trainedat
+             * Format: date-time
+             */
+            trainedAt: string;
+            /** Version */
+            version: number;
         };
         /**
          * MyIntervention
@@ -1691,6 +1801,17 @@ export interface components {
             segmentChanges: number;
             /** Written */
             written: number;
+        };
+        /** Scores */
+        Scores: {
+            /** Auc */
+            auc: number | null;
+            /** Brier */
+            brier: number | null;
+            /** N */
+            n: number;
+            /** Positives */
+            positives: number;
         };
         /** SegmentEmployee */
         SegmentEmployee: {
@@ -1987,6 +2108,26 @@ export interface components {
         };
         /** WellnessProfile */
         WellnessProfile: {
+            /**
+             * Crisisrisk30D
+             * @description probability of being in crisis at next month's snapshot (null: no model)
+             */
+            crisisRisk30d?: number | null;
+            /**
+             * Crisisriskreasons
+             * @default []
+             */
+            crisisRiskReasons: string[];
+            /**
+             * Disengagementrisk30D
+             * @description probability of being disengaged at next month's snapshot (null: no model)
+             */
+            disengagementRisk30d?: number | null;
+            /**
+             * Disengagementriskreasons
+             * @default []
+             */
+            disengagementRiskReasons: string[];
             /** Engagementscore */
             engagementScore: number;
             /** Fwiscore */
@@ -2952,6 +3093,26 @@ export interface operations {
             };
         };
     };
+    model_list_api_v1_models_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelOut"][];
+                };
+            };
+        };
+    };
     notification_history_api_v1_notifications_get: {
         parameters: {
             query?: {
@@ -3322,6 +3483,7 @@ export interface operations {
                 campaignType: "retention" | "engagement" | "education" | "intervention" | "promotion";
                 limit?: number;
                 cursor?: string | null;
+                risingRisk?: boolean;
             };
             header?: never;
             path: {
