@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from tests.conftest import Database, LiveServer
-from tests.integration.workflow import As, execute, scalar, sync_engine
+from tests.integration.workflow import As, execute, rows, scalar, sync_engine
 from treevu.db import (
     CampaignDelivery,
     Intervention,
@@ -95,11 +95,11 @@ def test_history_and_every_analytics_call_on_each_backend(database: Database) ->
         uplift, aa = (e["campaignId"] for e in truth["experiments"])
         early = admin.get(f"/api/v1/campaigns/{uplift}/experiment").json()
         # Conversions as the database counts them = as counted here from the raw rows.
-        deliveries = _rows(database, select(CampaignDelivery.user_id, CampaignDelivery.variant,
+        deliveries = rows(database, select(CampaignDelivery.user_id, CampaignDelivery.variant,
                                             CampaignDelivery.sent_at).where(
             CampaignDelivery.campaign_id == uplift))  # fmt: skip
         events: dict[int, list[datetime]] = {}
-        for uid, at in _rows(
+        for uid, at in rows(
             database,
             select(RecommendationEvent.user_id, RecommendationEvent.created_at).where(
                 RecommendationEvent.kind == "completed"
@@ -198,12 +198,3 @@ def test_no_history_yet_is_a_clear_404(sqlite_database: Database) -> None:
         effect = answer.get("/api/v1/analytics/intervention-effect")
         assert effect.status_code == 200 and effect.json()["effect"] is None
         assert "too few people" in effect.json()["warnings"][0]
-
-
-def _rows(db: Database, stmt: Any) -> list[Any]:
-    engine = sync_engine(db)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(stmt).all())
-    finally:
-        engine.dispose()

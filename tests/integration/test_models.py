@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import insert, select, update
 
 from tests.conftest import Database, LiveServer
-from tests.integration.workflow import As, sync_engine
+from tests.integration.workflow import As, rows, sync_engine
 from treevu.db import CampaignDelivery, EmployeeSegment, ProfileSnapshot
 from treevu.population import EMPLOYEE, generate_population
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, default_policy
@@ -150,14 +150,7 @@ def test_a_campaign_can_take_only_the_members_whose_risk_is_rising(
         while admin.get(f"/api/v1/campaigns/{cid}").json()["status"] != "completed":
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        engine = sync_engine(db)
-        try:
-            with engine.connect() as conn:
-                targets = list(
-                    conn.execute(
-                        select(CampaignDelivery.user_id).where(CampaignDelivery.campaign_id == cid)
-                    ).scalars()
-                )
-        finally:
-            engine.dispose()
-        assert sorted(targets) == members[:2]
+        targets = rows(
+            db, select(CampaignDelivery.user_id).where(CampaignDelivery.campaign_id == cid)
+        )
+        assert sorted(t for (t,) in targets) == members[:2]

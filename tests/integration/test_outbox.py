@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, pool, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import Database, LiveServer, token_for
+from tests.integration.workflow import rows, sync_engine
 from treevu.app import build_services, make_engines
 from treevu.client import NotificationClient
 from treevu.db import (
@@ -39,10 +40,6 @@ CRISIS: dict[str, Any] = {
     "alerts_30d": 6,
     "survey_score": None,
 }
-
-
-def sync_engine(db: Database) -> Engine:
-    return create_engine(db.settings().sync_database_url, poolclass=pool.NullPool)
 
 
 def push_into_crisis(db: Database, how_many: int) -> list[int]:
@@ -73,15 +70,6 @@ def recompute_all(db: Database) -> int:
     finally:
         engine.dispose()
     return len(result.segment_changes)
-
-
-def rows(db: Database, stmt: Any) -> list[Any]:
-    engine = sync_engine(db)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(stmt).all())
-    finally:
-        engine.dispose()
 
 
 async def open_services(db: Database) -> Services:

@@ -40,6 +40,15 @@ def scalar(db: Database, stmt: Any) -> Any:
         engine.dispose()
 
 
+def rows(db: Database, stmt: Any) -> list[Any]:
+    engine = sync_engine(db)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(stmt).all())
+    finally:
+        engine.dispose()
+
+
 def execute(db: Database, stmt: Any) -> None:
     engine = sync_engine(db)
     try:

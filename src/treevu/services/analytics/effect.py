@@ -9,9 +9,10 @@ Estimator (pure numpy and scikit-learn; ``docs/analytics.md`` says why):
    snapshots in ``t0`` and ``t0 + horizon``. Candidates for control: people who *entered*
    ``crisis_intervention`` in some month ``t`` (in it at ``t``, not at ``t − 1``), with
    snapshots in ``t`` and ``t + horizon``, and no intervention opened up to ``t + horizon``.
-2. **Propensity.** A logistic regression of "treated" on the month-``t0`` profile (FWI,
-   engagement, wellness, risk level, spending level, last month's FWI change) and the calendar
-   month; its logit is the matching distance.
+2. **Propensity.** A logistic regression of "treated" on the month-``t0`` profile — the risk
+   models' features (``models.features.FEATURES``): FWI, engagement, wellness, risk and
+   spending levels, the changes since last month — and the calendar month; its logit is the
+   matching distance.
 3. **Matching.** Each treated person gets the nearest candidate of the same calendar month
    (with replacement) within a caliper of 0.2 standard deviations of the logit (Austin 2011);
    treated people without one are left out and counted.
@@ -33,6 +34,7 @@ import numpy.typing as npt
 
 from treevu.segmentation.policy import SEGMENTS
 from treevu.services.analytics.cube import ABSENT, Cube, cell, month_label
+from treevu.services.models.features import FEATURES, feature_matrix
 
 CRISIS: Final = SEGMENTS.index("crisis_intervention")
 DEFAULT_HORIZON: Final = 3
@@ -40,14 +42,6 @@ CALIPER_SD: Final = 0.2
 BOOTSTRAP: Final = 2000
 #: Fewer matched pairs than this give no estimate (an interval over a handful means little).
 MIN_PAIRS: Final = 20
-FEATURES: Final = (
-    "fwiScore",
-    "engagementScore",
-    "wellnessScore",
-    "riskLevel",
-    "spendingLevel",
-    "fwiChange1m",
-)
 
 
 @dataclass(frozen=True)
@@ -59,19 +53,19 @@ class Treated:
 
 
 def _features(cube: Cube, rows: npt.NDArray[np.int64], t: npt.NDArray[np.int64]) -> Any:
-    fwi = cube.fwi[rows, t].astype(np.float64)
-    before = np.where(t > 0, cube.fwi[rows, np.maximum(t - 1, 0)], np.nan).astype(np.float64)
-    change = np.nan_to_num(fwi - before, nan=0.0)
-    return np.column_stack(
-        [
-            fwi,
-            cube.engagement[rows, t],
-            cube.wellness[rows, t],
-            cube.risk[rows, t],
-            cube.spending[rows, t],
-            change,
-        ]
-    ).astype(np.float64)
+    """The month-``t`` profile as the risk models see it (one definition of the features)."""
+    nothing = np.full(len(rows), np.nan)
+    before = np.maximum(t - 1, 0)
+    return feature_matrix(
+        cube.fwi[rows, t].astype(np.float64),
+        cube.engagement[rows, t].astype(np.float64),
+        cube.wellness[rows, t].astype(np.float64),
+        cube.risk[rows, t],
+        cube.spending[rows, t],
+        cube.segment[rows, t],
+        np.where(t > 0, cube.fwi[rows, before], nothing),
+        np.where(t > 0, cube.engagement[rows, before], nothing),
+    )
 
 
 def _smd(x_t: Any, x_c: Any) -> list[float]:
