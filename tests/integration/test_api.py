@@ -72,6 +72,11 @@ PROFILE_FIELDS = {
     "rule",
     "reasons",
     "lastUpdated",
+    # SPEC §10: every profile gains the two risks, each with its top reasons.
+    "crisisRisk30d",
+    "crisisRiskReasons",
+    "disengagementRisk30d",
+    "disengagementRiskReasons",
 }
 INTERVENTION_TYPES = {
     "crisis_intervention": "Emergency Counseling",

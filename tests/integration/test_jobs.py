@@ -56,10 +56,12 @@ def test_two_servers_run_each_slot_of_a_cluster_job_exactly_once(
         times = sorted(
             datetime.fromisoformat(slot.replace("Z", "+00:00")) for j, slot in slots if j == job
         )
-        # Both servers were up for ~6 s: a run every second, none skipped.
+        # Both servers were up for ~6 s: a run every second. A slot may be missed on a loaded
+        # machine (the misfire grace is half the interval: the next slot catches up), never
+        # two in a row.
         assert len(times) >= 4, times
         gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
-        assert gaps == {timedelta(seconds=1)}, (job, times)
+        assert gaps <= {timedelta(seconds=1), timedelta(seconds=2)}, (job, times)
     # A stopped server lets its runs in flight finish (SIGTERM): none is left half-done.
     assert all(ok for *_, ok in runs), [r for r in runs if not r[3]]
     engine = sync_engine(database)
@@ -85,10 +87,11 @@ def test_jobs_list_over_rest_and_trpc(sqlite_database: Database) -> None:
         by_name = {j["name"]: j for j in jobs}
         assert set(by_name) == {
             "tiers.reconcile", "profiles.refresh", "presence.cleanup", "campaigns.pace",
-            "jobs.prune", "stats.refresh", "pending.sweep",
+            "jobs.prune", "stats.refresh", "pending.sweep", "history.snapshot",
         }  # fmt: skip
         assert by_name["tiers.reconcile"]["schedule"] == "daily at 03:00 UTC"
         assert by_name["profiles.refresh"]["schedule"] == "daily at 02:00 UTC"
+        assert by_name["history.snapshot"]["schedule"] == "daily at 02:30 UTC"
         assert by_name["stats.refresh"]["scope"] == "node"
         assert by_name["tiers.reconcile"]["nextRun"].endswith("03:00:00Z")
         assert admin.trpc("jobs.list", {}).status_code == 405  # a query: GET

@@ -285,9 +285,11 @@ class Scheduler:
         A cluster run holds its slot from the start: stopped half-way it would stay unfinished
         and unaudited (the next slot catches up on what it missed).
         """
-        self._scheduler.shutdown(wait=False)
+        # Pause first: APScheduler's shutdown cancels the runs in flight.
+        self._scheduler.pause()
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace)
+        self._scheduler.shutdown(wait=False)
 
     async def _fire(self, job: Job) -> None:
         task = asyncio.current_task()

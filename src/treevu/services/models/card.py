@@ -24,13 +24,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render(trained: Trained) -> str:
+def render(trained: Trained, written_by: str = "`treevu models train`") -> str:
     m = trained.metrics
     model, rule = m["model"], m["baseline"]
     lines = [
         f"# Model card: {trained.name} (version {trained.version})",
         "",
-        f"Written by `treevu models train` on {trained.trained_at:%Y-%m-%d %H:%M} UTC; the "
+        f"Written by {written_by} on {trained.trained_at:%Y-%m-%d %H:%M} UTC; the "
         "figures are those of this training run on the data it was given.",
         "",
         "## Intended use",
@@ -118,13 +118,18 @@ def render(trained: Trained) -> str:
         "- A synthetic history (`treevu seed --history-months`) tests the pipeline, not the "
         "real-world accuracy.",
         "- Groups under 50 examples get no AUC.",
+        "- The change features are month to month in training; when a profile is scored during "
+        "a month they cover the days since last month's snapshot (near zero on the 1st), so "
+        "early in a month a trend weighs less than the model learned.",
+        "- Risks are stored to two decimals; the calibration table shows where the predicted "
+        "risk runs above what was observed (on the synthetic history, the riskiest tenth).",
         "",
     ]
     return "\n".join(lines)
 
 
-def write(trained: Trained, directory: Path) -> Path:
+def write(trained: Trained, directory: Path, written_by: str = "`treevu models train`") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{trained.name}.md"
-    path.write_text(render(trained), encoding="utf-8")
+    path.write_text(render(trained, written_by), encoding="utf-8")
     return path

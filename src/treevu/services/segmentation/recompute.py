@@ -57,7 +57,7 @@ from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, P
 from treevu.segmentation.recommendations import CATALOG, recommendation_counts
 from treevu.services.models.features import TARGETS, feature_matrix
 from treevu.services.models.registry import active as active_models
-from treevu.services.models.scoring import Risks, score_risks
+from treevu.services.models.scoring import RISK_DECIMALS, Risks, score_risks
 from treevu.services.rewards.achievements import MILESTONES
 
 #: Users per batch: read, scored and written together (and one progress report each).
@@ -313,8 +313,8 @@ def read_exclusions(
 def profile_hash(
     profiles: Profiles, rec_count: IdArray, policy: Policy, risks: Risks | None = None
 ) -> IdArray:
-    """A 64-bit fingerprint of every stored value of a profile (scores at 2 decimals, risks at
-    4: a new model changes the rows whose risk it changes)."""
+    """A 64-bit fingerprint of every stored value of a profile (scores and risks at 2 decimals:
+    a new model rewrites the rows whose risk it changes)."""
     parts = [
         profiles.segment.astype(np.uint64),
         profiles.rule.astype(np.uint64),
@@ -327,7 +327,9 @@ def profile_hash(
         rec_count.astype(np.uint64),
     ]
     if risks is not None:
-        parts += [np.rint(p * 10_000).astype(np.uint64) for p in risks.probability.values()]
+        parts += [
+            np.rint(p * 10**RISK_DECIMALS).astype(np.uint64) for p in risks.probability.values()
+        ]
     h = np.full(len(profiles), zlib.crc32(policy.version.encode()), dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
     with np.errstate(over="ignore"):
