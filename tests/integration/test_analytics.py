@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 from tests.conftest import Database, LiveServer
 from tests.integration.workflow import As, execute, rows, scalar, sync_engine
 from treevu.db import (
+    AnalyticsResult,
     CampaignDelivery,
     Intervention,
     ProfileSnapshot,
@@ -111,6 +112,14 @@ def test_history_and_every_analytics_call_on_each_backend(database: Database) ->
             window = sent_at + timedelta(days=7)
             converted[variant] += any(sent_at <= at <= window for at in events.get(uid, ()))
         assert [v["converted"] for v in early["variants"]] == converted
+        # The campaign is over and its window closed: its counts were stored, once.
+        stored = rows(
+            database,
+            select(AnalyticsResult.version).where(AnalyticsResult.key == f"experiment:{uplift}"),
+        )
+        assert stored == [("final",)]
+        again = admin.get(f"/api/v1/campaigns/{uplift}/experiment").json()
+        assert again["variants"] == early["variants"]
         assert not early["reached"] and early["comparisons"][0]["pValue"] is None
         assert "no peeking" in early["warning"]
         coarse = admin.get(f"/api/v1/campaigns/{aa}/experiment?minDetectableEffect=0.3").json()

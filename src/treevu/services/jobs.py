@@ -158,9 +158,8 @@ async def _snapshot_history(ctx: JobContext) -> dict[str, Any]:
 
     def work() -> int:
         now = svc.clock()
-        with svc.bulk_engine.begin() as conn:
-            written = store.take_snapshot(conn, date(now.year, now.month, 1), now)
-        store.refresh(svc.bulk_engine, svc.clock)
+        written = store.take_snapshot(svc.bulk_engine, date(now.year, now.month, 1), now)
+        store.refresh_in_process(svc.settings)
         return written
 
     return {"snapshots": await anyio.to_thread.run_sync(work)}

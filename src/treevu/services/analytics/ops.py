@@ -2,9 +2,9 @@
 
 Answers about the history are computed for every month pair, horizon and table at once and
 stored with the version of the data they came from (``store``): the nightly
-``history.snapshot`` job refreshes them, and a call that finds them stale — or missing —
-computes them first. So a call reads one stored row at any size, except the first one after the
-history or the interventions changed.
+``history.snapshot`` job refreshes them. A call reads one stored row at any size: when newer
+data exists it is served marked ``stale`` while one refresh runs in a worker process; only when
+there is no answer at all is it computed first.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 import anyio
@@ -23,7 +23,7 @@ from treevu.services.analytics import cube as C
 from treevu.services.analytics import experiments as X
 from treevu.services.analytics import store
 from treevu.services.bounds import RowId
-from treevu.services.campaigns.ops import CampaignRef, get_campaign, get_stats
+from treevu.services.campaigns.ops import CampaignRef, get_campaign, variant_counts
 from treevu.services.context import Actor, Services
 from treevu.services.errors import bad_request, not_found
 
@@ -195,7 +195,7 @@ def _refresh_soon(svc: Services, kind: str) -> None:
 
     def run() -> None:
         try:
-            store.refresh(svc.bulk_engine, svc.clock, only=kind, if_stale=True)
+            store.refresh_in_process(svc.settings, kind, if_stale=True)
         except Exception:
             log.exception("analytics refresh failed; the next call tries again")
         finally:
@@ -268,15 +268,23 @@ async def get_intervention_effect(svc: Services, actor: Actor, inp: EffectInput)
 
 
 async def get_experiment(svc: Services, actor: Actor, inp: ExperimentInput) -> ExperimentOut:
-    """Conversions as ``campaigns.getStats`` counts them, by variant (see ``experiments``)."""
+    """Sent and converted by variant as ``campaigns.getStats`` counts them (see
+    ``experiments``). Once a campaign is over and its conversion window has closed, its counts
+    can no longer change: they are counted once and stored."""
     ref = CampaignRef(campaign_id=inp.campaign_id)
-    stats = await get_stats(svc, actor, ref)
-    campaign = await get_campaign(svc, actor, ref)
+    campaign = await get_campaign(svc, actor, ref)  # admins only; 404 for an unknown id
+    ended = campaign.completed_at if campaign.status in ("completed", "cancelled") else None
+    final = ended is not None and ended + timedelta(days=campaign.conversion_days) < svc.clock()
+    key = f"experiment:{campaign.id}"
+    counts: dict[int, tuple[int, int]] | None = None
+    if final:
+        counts = await anyio.to_thread.run_sync(lambda: _stored_counts(svc, key))
+    if counts is None:
+        counts = await variant_counts(svc, campaign.id)
+        if final:
+            await anyio.to_thread.run_sync(lambda: _store_counts(svc, key, counts or {}))
     titles = [v.title for v in campaign.variants] if campaign.variants else [campaign.title]
-    arms = []
-    for k, title in enumerate(titles):
-        counts = stats.by_variant.get(str(k))
-        arms.append((title, counts.sent if counts else 0, counts.converted if counts else 0))
+    arms = [(title, *counts.get(k, (0, 0))) for k, title in enumerate(titles)]
     result = X.analyse(
         arms,
         mde=inp.min_detectable_effect,
@@ -292,3 +300,15 @@ async def get_experiment(svc: Services, actor: Actor, inp: ExperimentInput) -> E
             "conversionDays": campaign.conversion_days,
         }
     )
+
+
+def _stored_counts(svc: Services, key: str) -> dict[int, tuple[int, int]] | None:
+    with svc.bulk_engine.connect() as conn:
+        found = store.read_result(conn, key)
+    return None if found is None else {int(k): (v[0], v[1]) for k, v in found.payload.items()}
+
+
+def _store_counts(svc: Services, key: str, counts: dict[int, tuple[int, int]]) -> None:
+    with contextlib.suppress(IntegrityError), svc.bulk_engine.begin() as conn:
+        payload = {str(k): list(v) for k, v in counts.items()}
+        store.write_results(conn, {key: payload}, "final", svc.clock())

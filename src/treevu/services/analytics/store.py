@@ -4,11 +4,13 @@ they were computed from. Synchronous: it runs on the bulk engine, off the event 
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -25,35 +27,49 @@ HORIZONS: Final = range(1, 7)
 _S = ProfileSnapshot
 
 
-def take_snapshot(conn: Connection, month: date, now: datetime) -> int:
+#: Users a snapshot transaction covers: SQLite writers wait for each one, not for the whole.
+SNAPSHOT_BATCH: Final = 50_000
+
+
+def take_snapshot(engine: Engine, month: date, now: datetime) -> int:
     """This month's snapshot of every active person's profile, replacing one taken earlier in
-    the month (the nightly job runs daily; the month keeps its last day's profile)."""
-    conn.execute(delete(_S).where(_S.month == month))
+    the month (the nightly job runs daily; the month keeps its last day's profile). One
+    transaction per ``SNAPSHOT_BATCH`` user ids — in one, at a million people, SQLite's other
+    writers waited a minute — and the history is marked changed at the end."""
     es = EmployeeSegment
-    chosen = (
-        select(
-            literal(month),
-            es.user_id,
-            es.segment,
-            es.fwi_score,
-            es.wellness_score,
-            es.engagement_score,
-            es.risk_level,
-            es.spending_level,
-            literal(now),
-            es.crisis_risk_30d,
-            es.disengagement_risk_30d,
-        )
-        .join(User, User.id == es.user_id)
-        .where(User.is_active.is_(True))
-    )
+    with engine.connect() as conn:
+        lo, hi = conn.execute(select(func.min(es.user_id), func.max(es.user_id))).one()
     names = ["month", "userId", "segment", "fwiScore", "wellnessScore", "engagementScore"]
     names += ["riskLevel", "spendingLevel", "takenAt", "crisisRisk30d", "disengagementRisk30d"]
-    written = conn.execute(
-        insert(_S).from_select(names, chosen).execution_options(preserve_rowcount=True)
-    )
-    history_written(conn, now)
-    return int(written.rowcount or 0)
+    written = 0
+    for start in range(int(lo or 0), int(hi or -1) + 1, SNAPSHOT_BATCH):
+        ids = (start, start + SNAPSHOT_BATCH - 1)
+        chosen = (
+            select(
+                literal(month),
+                es.user_id,
+                es.segment,
+                es.fwi_score,
+                es.wellness_score,
+                es.engagement_score,
+                es.risk_level,
+                es.spending_level,
+                literal(now),
+                es.crisis_risk_30d,
+                es.disengagement_risk_30d,
+            )
+            .join(User, User.id == es.user_id)
+            .where(User.is_active.is_(True), es.user_id.between(*ids))
+        )
+        with engine.begin() as conn:
+            conn.execute(delete(_S).where(_S.month == month, _S.user_id.between(*ids)))
+            done = conn.execute(
+                insert(_S).from_select(names, chosen).execution_options(preserve_rowcount=True)
+            )
+            written += int(done.rowcount or 0)
+    with engine.begin() as conn:
+        history_written(conn, now)
+    return written
 
 
 def _code(column: Any, names: Iterable[str]) -> Any:
@@ -255,3 +271,27 @@ def refresh(
 def _current(conn: Connection, kind: str, version: str) -> bool:
     stored = read_result(conn, PROBE[kind])
     return stored is not None and stored.version == version
+
+
+_pool: ProcessPoolExecutor | None = None
+
+
+def refresh_in_process(settings: Any, only: str | None = None, *, if_stale: bool = False) -> None:
+    """:func:`refresh` in a worker process of its own (one, started on first use): a server's
+    requests and per-second jobs do not wait for the interpreter lock while it loads and
+    computes a million people's history."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    _pool.submit(_refresh_with, settings, only, if_stale).result()
+
+
+def _refresh_with(settings: Any, only: str | None, if_stale: bool) -> None:
+    from treevu.app import make_engines
+
+    async_engine, engine = make_engines(settings)
+    async_engine.sync_engine.dispose()
+    try:
+        refresh(engine, lambda: datetime.now(UTC), only, if_stale=if_stale)
+    finally:
+        engine.dispose()

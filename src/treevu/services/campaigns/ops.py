@@ -327,6 +327,26 @@ def converted_within(campaign: Campaign) -> ColumnElement[bool]:
     return and_(d.status == "sent", d.sent_at.is_not(None), happened)
 
 
+async def variant_counts(svc: Services, campaign_id: int) -> dict[int, tuple[int, int]]:
+    """variant → (sent, converted), counted as ``get_stats`` counts them (no join to the
+    inbox: what an experiment needs, cheaper)."""
+    d = CampaignDelivery
+    async with svc.sessions() as session:
+        campaign = await session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise not_found(f"campaignId: no campaign {campaign_id}")
+        found = await session.execute(
+            select(
+                d.variant,
+                func.sum(case((d.status == "sent", 1), else_=0)),
+                func.sum(case((converted_within(campaign), 1), else_=0)),
+            )
+            .where(d.campaign_id == campaign_id)
+            .group_by(d.variant)
+        )
+        return {int(v): (int(sent or 0), int(conv or 0)) for v, sent, conv in found.all()}
+
+
 async def get_stats(svc: Services, actor: Actor, inp: CampaignRef) -> CampaignStats:
     """targeted, sent, delivered (acknowledged by a client, or read), opened (read), clicked,
     converted (the campaign's conversion event within ``conversionDays`` after it was sent),

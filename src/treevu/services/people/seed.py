@@ -404,7 +404,6 @@ def seed_history(
     history = generate_history(population, policy, months, seed, now.date())
     truth = write_history(engine, population, history, now=now, seed=seed, progress=progress)
     recompute(engine, policy, now=now, survey_valid_days=survey_valid_days, progress=progress)
-    with engine.begin() as conn:
-        store.take_snapshot(conn, history.months[-1], now)
+    store.take_snapshot(engine, history.months[-1], now)
     store.refresh(engine, lambda: now)
     return history, truth
