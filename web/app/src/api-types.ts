@@ -1172,6 +1172,11 @@ export interface components {
             disengagedBelow: number;
             /** Rows */
             rows: components["schemas"]["ChurnRow"][];
+            /**
+             * Stale
+             * @description newer data exists: this answer is from computedAt, a refresh is running
+             */
+            stale: boolean;
         };
         /** ChurnRow */
         ChurnRow: {
@@ -1230,6 +1235,11 @@ export interface components {
             computedAt: string;
             /** Disengagedbelow */
             disengagedBelow: number;
+            /**
+             * Stale
+             * @description newer data exists: this answer is from computedAt, a refresh is running
+             */
+            stale: boolean;
         };
         /** Comparison */
         Comparison: {
@@ -1385,6 +1395,11 @@ export interface components {
             months: string[];
             /** Outcome */
             outcome: string;
+            /**
+             * Stale
+             * @description newer data exists: this answer is from computedAt, a refresh is running
+             */
+            stale: boolean;
             /** Treated */
             treated: number | string;
             /** Treatedmeanchange */
@@ -2019,6 +2034,11 @@ export interface components {
             moved: number | string;
             /** Segments */
             segments: string[];
+            /**
+             * Stale
+             * @description newer data exists: this answer is from computedAt, a refresh is running
+             */
+            stale: boolean;
             /** Stayed */
             stayed: number | string;
             /** To */
