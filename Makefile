@@ -61,7 +61,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/campaigns.py
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/web_pages.py
+	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/analytics_eval.py
+	$(BIN)/python bench/models.py
 
 clean:
 	rm -rf $(VENV) $(LOWEST) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules
