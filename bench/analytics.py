@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -45,8 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -57,9 +55,9 @@ import numpy as np
 import uvicorn
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, create_engine, insert, pool, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, insert, select, text, update
 
+from segmentation import throwaway_database
 from treevu.app import create_app, make_engines, ws_options
 from treevu.config import Settings
 from treevu.db import Intervention, ProfileSnapshot, User
@@ -153,31 +151,6 @@ def timed(run: Callable[[], T]) -> tuple[T, Timed]:
 
 
 # -- databases and the server ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def throwaway_database(backend: str) -> Iterator[str]:
-    """The async URL of a fresh, empty database that is removed on exit."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="treevu-analytics-") as tmp:
-            yield f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        return
-    if backend != "postgresql":
-        raise SystemExit(f"unknown backend {backend!r}: use sqlite or postgresql")
-    name = f"treevu_anbench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(
-        Settings(database_url=POSTGRES_URL).sync_database_url,
-        poolclass=pool.NullPool,
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 class LiveServer:

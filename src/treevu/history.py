@@ -30,6 +30,7 @@ import numpy.typing as npt
 from treevu.population import Population
 from treevu.segmentation.engine import Inputs, Profiles, score
 from treevu.segmentation.policy import SEGMENTS, Policy
+from treevu.services.analytics.cube import add_months, month_of
 
 CRISIS: Final = SEGMENTS.index("crisis_intervention")
 ABSENT: Final = -1
@@ -70,11 +71,6 @@ class History:
     leavers: npt.NDArray[np.bool_]  # gone before today
     entry_month: Int64Array
     true_effect: dict[int, float]  # horizon → true mean effect on FWI of the treated
-
-
-def month_add(month: date, n: int) -> date:
-    k = month.year * 12 + month.month - 1 + n
-    return date(k // 12, k % 12 + 1, 1)
 
 
 def _season(months: list[date]) -> FloatArray:
@@ -119,7 +115,7 @@ def generate_history(
     rng = np.random.default_rng([seed, 20261201])
     rows = np.flatnonzero(population.has_inputs).astype(np.int64)
     n, steps = len(rows), n_months + 1
-    months = [month_add(date(today.year, today.month, 1), k - n_months) for k in range(steps)]
+    months = [add_months(month_of(today), k - n_months) for k in range(steps)]
     base = _take(population.inputs, rows)
 
     joiner = rng.random(n) < JOINER_SHARE

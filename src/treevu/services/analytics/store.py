@@ -237,7 +237,7 @@ def compute_effects(cube: C.Cube, treated: E.Treated) -> dict[str, Any]:
 
 _refreshing = threading.Lock()
 #: A stored answer of each kind, whose version tells whether that kind is current.
-PROBE: Final = {"history": "history-months", "effect": "intervention-effect:3"}
+PROBE: Final = {"history": "history-months", "effect": effect_key(E.DEFAULT_HORIZON)}
 
 
 def refresh(

@@ -48,6 +48,7 @@ from treevu.db import (
     ProfileSnapshot,
     User,
 )
+from treevu.services.analytics.cube import add_months, month_of
 from treevu.services.campaigns.templates import placeholders_of, render, segment_name
 from treevu.services.context import Services
 from treevu.services.notifications.preferences import unmuted
@@ -106,8 +107,7 @@ RISING_BY: Final = 0.05
 def rising_risk(today: date) -> ColumnElement[bool]:
     """Members whose ``crisisRisk30d`` rose by :data:`RISING_BY` or more since the snapshot of
     the month before ``today``'s (people without one, or without a model, are not rising)."""
-    month = date(today.year, today.month, 1)
-    last = date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+    last = add_months(month_of(today), -1)
     p = ProfileSnapshot
     return exists().where(
         p.user_id == _S.user_id,

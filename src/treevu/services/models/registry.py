@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, Final, cast
 
 import numpy as np
-import numpy.typing as npt
 from sqlalchemy import Connection, Engine, Table, func, insert, select
 
 from treevu.db import PredictionModel, User
@@ -35,26 +34,19 @@ class Trained:
 
 def groups_of(conn: Connection, cube: Cube, year: int) -> dict[str, tuple[list[str], Any]]:
     """Department and age band per cube row (-1: unknown), for the per-group metrics only."""
-    rows = conn.execute(select(User.id, User.department, User.birth_year)).all()
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    order = np.argsort(ids)
-    ids = ids[order]
     dept_index = {d: k for k, d in enumerate(DEPARTMENTS)}
-    dept = np.array([dept_index.get(r[1] or "", -1) for r in rows], dtype=np.int64)[order]
-    ages = np.array([year - r[2] if r[2] is not None else -1 for r in rows], dtype=np.int64)
-    band = np.full(len(rows), -1, dtype=np.int64)
-    for k, (lo, hi, _) in enumerate(AGE_BANDS):
-        band[(ages >= lo) & (ages <= hi)] = k
-    band = band[order]
-    pos = np.clip(np.searchsorted(ids, cube.user_ids), 0, max(len(ids) - 1, 0))
-    known = (ids[pos] == cube.user_ids) if len(ids) else np.zeros(len(cube.user_ids), bool)
-    per_row: dict[str, npt.NDArray[np.int64]] = {
-        "department": np.where(known, dept[pos] if len(ids) else -1, -1),
-        "ageBand": np.where(known, band[pos] if len(ids) else -1, -1),
-    }
+    known: dict[int, tuple[int, int]] = {}
+    for uid, department, birth_year in conn.execute(
+        select(User.id, User.department, User.birth_year)
+    ):
+        age = year - birth_year if birth_year is not None else -1
+        band = next((k for k, (lo, hi, _) in enumerate(AGE_BANDS) if lo <= age <= hi), -1)
+        known[int(uid)] = (dept_index.get(department or "", -1), band)
+    pairs = np.array([known.get(int(u), (-1, -1)) for u in cube.user_ids], dtype=np.int64)
+    pairs = pairs.reshape(len(cube.user_ids), 2)
     return {
-        "department": (list(DEPARTMENTS), per_row["department"]),
-        "ageBand": ([label for *_, label in AGE_BANDS], per_row["ageBand"]),
+        "department": (list(DEPARTMENTS), pairs[:, 0]),
+        "ageBand": ([label for *_, label in AGE_BANDS], pairs[:, 1]),
     }
 
 

@@ -217,11 +217,3 @@ def evaluate(
             "aucGap": round(max(aucs) - min(aucs), 4) if len(aucs) >= 2 else None,
         }
     return result
-
-
-def top_reasons(model: LinearRisk, x: Floats, k: int = 3) -> list[list[str]]:
-    """Per row, the ``k`` features that raise the risk most (positive contributions only)."""
-    contributions = model.contributions(x)
-    order = np.argsort(-contributions, axis=1)[:, :k]
-    names = model.features
-    return [[names[j] for j in row if contributions[i, j] > 0] for i, row in enumerate(order)]

@@ -91,11 +91,9 @@ def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowErr
     seen: set[str] = set()
     for record in reader:
         line = reader.line_num
-        if None in record:
-            errors.append(RowError(line, "row", "more fields than the header"))
-            continue
-        if None in record.values():
-            errors.append(RowError(line, "row", "fewer fields than the header"))
+        misshapen = _shape_error(record, line)
+        if misshapen is not None:
+            errors.append(misshapen)
             continue
         found: list[RowError] = []
         email = (record.get("email") or "").strip().lower()
@@ -146,11 +144,9 @@ def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowEr
     errors: list[RowError] = []
     for record in reader:
         line = reader.line_num
-        if None in record:
-            errors.append(RowError(line, "row", "more fields than the header"))
-            continue
-        if None in record.values():
-            errors.append(RowError(line, "row", "fewer fields than the header"))
+        misshapen = _shape_error(record, line)
+        if misshapen is not None:
+            errors.append(misshapen)
             continue
         found: list[RowError] = []
         user_id = None
@@ -271,3 +267,13 @@ def _write_users(session: Session, rows: list[dict[str, Any]], now: datetime) ->
 
 def _sync_user_ids(session: Session) -> None:
     after_explicit_ids(session.connection(), "users")
+
+
+def _shape_error(record: dict[Any, Any], line: int) -> RowError | None:
+    """A row with more or fewer fields than the header (``csv.DictReader`` keys the extras
+    under None and fills the missing with None)."""
+    if None in record:
+        return RowError(line, "row", "more fields than the header")
+    if None in record.values():
+        return RowError(line, "row", "fewer fields than the header")
+    return None

@@ -23,7 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -55,6 +55,7 @@ from treevu.segmentation.engine import (
 )
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
 from treevu.segmentation.recommendations import CATALOG, recommendation_counts
+from treevu.services.analytics.cube import add_months, month_of
 from treevu.services.models.features import TARGETS, feature_matrix
 from treevu.services.models.registry import active as active_models
 from treevu.services.models.scoring import RISK_DECIMALS, Risks, score_risks
@@ -591,8 +592,7 @@ def read_month_before(
 ) -> npt.NDArray[np.float64]:
     """Last month's snapshot FWI and engagement of ``user_id`` (NaN without one): what the
     risk models compare this month's profile with."""
-    this_month = date(now.year, now.month, 1)
-    last = date(this_month.year - (this_month.month == 1), (this_month.month - 2) % 12 + 1, 1)
+    last = add_months(month_of(now.date()), -1)
     where, params = batch.where(conn, "userId")
     value: Any = last.isoformat() if conn.dialect.name == "sqlite" else last
     table = fetch_numbers(
