@@ -22,8 +22,6 @@ from starlette.websockets import WebSocket
 from treevu import __version__
 from treevu.api.errors import install_error_handlers
 from treevu.api.http_protocol import TreevuHttpProtocol
-from treevu.api.rest import router as rest_router
-from treevu.api.trpc import router as trpc_router
 from treevu.api.ws import WS_PATH, websocket_endpoint
 from treevu.config import Settings
 from treevu.db import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED
@@ -35,13 +33,10 @@ from treevu.notifications.ws_protocol import uvicorn_ws_options
 from treevu.segmentation.policy import default_policy
 from treevu.services.auth import TokenVerifier
 from treevu.services.context import Services, StatsCache
-from treevu.services.jobs import Scheduler
 from treevu.services.limits import RateLimits
-from treevu.services.notifications import compliance, notices
 from treevu.services.notifications.node import Realtime
 from treevu.services.notifications.store import NotificationStore
-from treevu.services.outbox import OutboxRelay
-from treevu.services.rewards import achievements
+from treevu.services.outbox import Handler, OutboxRelay
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +82,24 @@ def check_migrated(settings: Settings) -> None:
         )
 
 
-def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: Engine) -> Services:
-    """Everything a use case needs, for the server and the CLI alike (no socket hub)."""
+def relay_handlers(settings: Settings) -> dict[str, Handler]:
+    """What the outbox relay does with each event kind (imported here: the engine behind
+    them is not loaded by a socket-only node, which runs no relay)."""
+    from treevu.services.notifications import compliance, notices
+    from treevu.services.rewards import achievements
+
+    return {
+        SEGMENT_CHANGED: notices.segment_changed(default_policy(), settings.survey_valid_days),
+        ACHIEVEMENTS_CHECK: achievements.check,
+        COMPLIANCE_BATCH: compliance.send_batch,
+    }
+
+
+def build_services(
+    settings: Settings, async_engine: AsyncEngine, bulk_engine: Engine, *, relay: bool = True
+) -> Services:
+    """Everything a use case needs, for the server and the CLI alike (no socket hub).
+    ``relay``: False on a socket-only node, whose relay has no handlers and never runs."""
     assert settings.encryption_key is not None
     sessions = async_sessionmaker(async_engine, expire_on_commit=False)
     clock = lambda: datetime.now(UTC)  # noqa: E731
@@ -97,23 +108,17 @@ def build_services(settings: Settings, async_engine: AsyncEngine, bulk_engine: E
     store = NotificationStore(
         sessions, cipher, clock, broker, notify_channel=settings.pg_notify_channel
     )
-    policy = default_policy()
-    handlers = {
-        SEGMENT_CHANGED: notices.segment_changed(policy, settings.survey_valid_days),
-        ACHIEVEMENTS_CHECK: achievements.check,
-        COMPLIANCE_BATCH: compliance.send_batch,
-    }
-    relay = OutboxRelay(sessions, store, clock, handlers)
+    handlers = relay_handlers(settings) if relay else {}
     return Services(
         settings=settings,
         sessions=sessions,
         bulk_engine=bulk_engine,
-        policy=policy,
+        policy=default_policy(),
         clock=clock,
         cipher=cipher,
         broker=broker,
         store=store,
-        relay=relay,
+        relay=OutboxRelay(sessions, store, clock, handlers),
         stats_cache=StatsCache(settings.stats_cache_seconds),
         limits=RateLimits(
             settings.redis_url,
@@ -132,8 +137,11 @@ class TreevuApp(FastAPI):
     requests take the normal path.
     """
 
+    #: False on an ``api`` node: ``/ws`` is refused like any unknown path.
+    serves_sockets = True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH and self.serves_sockets:
             scope["app"] = self
             await websocket_endpoint(WebSocket(scope, receive, send))
             return
@@ -204,27 +212,36 @@ def mount_web(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The app for ``settings.role``: ``all``; ``api`` (no ``/ws``); ``ws`` — the sockets
+    with the health and metrics routes, and none of the admin API, the jobs, the outbox relay
+    or the engine (numpy, scikit-learn), which it never imports."""
     settings = settings.with_local_secrets()
     verifier = TokenVerifier(settings)
     metrics = Metrics()
+    sockets_only = settings.role == "ws"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_migrated(settings)
         async_engine, bulk_engine = make_engines(settings)
-        services = build_services(settings, async_engine, bulk_engine)
+        services = build_services(settings, async_engine, bulk_engine, relay=not sockets_only)
         realtime = Realtime(services, verifier, metrics)
         app.state.services = services
         app.state.verifier = verifier
         app.state.realtime = realtime
         await services.open()
-        await realtime.start()
-        scheduler = Scheduler(services, realtime)
-        scheduler.start()
+        await realtime.start(relay=not sockets_only, sweep=sockets_only)
+        scheduler = None
+        if not sockets_only:
+            from treevu.services.jobs import Scheduler
+
+            scheduler = Scheduler(services, realtime)
+            scheduler.start()
         try:
             yield
         finally:
-            await scheduler.stop()
+            if scheduler is not None:
+                await scheduler.stop()
             await realtime.stop()
             await services.close()
             await async_engine.dispose()
@@ -240,10 +257,15 @@ def create_app(settings: Settings) -> FastAPI:
         # Bodies over the limit are refused with 413 while they are read, not after.
         max_body_size=settings.max_body_bytes,
     )
+    app.serves_sockets = settings.role != "api"
     install_error_handlers(app)
-    app.include_router(rest_router)
-    app.include_router(trpc_router)
-    mount_web(app)
+    if not sockets_only:
+        from treevu.api.rest import router as rest_router
+        from treevu.api.trpc import router as trpc_router
+
+        app.include_router(rest_router)
+        app.include_router(trpc_router)
+        mount_web(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

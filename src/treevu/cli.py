@@ -651,9 +651,22 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default TREEVU_HOST")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
     workers: Annotated[int, typer.Option(min=1)] = 1,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="all (default TREEVU_ROLE): everything; api: HTTP, jobs and the outbox, no "
+            "/ws; ws: /ws with the health and metrics routes only (a socket node)",
+        ),
+    ] = None,
 ) -> None:
     """Run the server (HTTP and WebSocket on one port)."""
     settings = _settings()
+    if role is not None:
+        if role not in ("all", "api", "ws"):
+            err.print(f"[red]--role: {role!r} is not one of all, api, ws[/red]")
+            raise typer.Exit(2)
+        os.environ["TREEVU_ROLE"] = role  # for --workers, which read the environment
+        settings = settings.model_copy(update={"role": role})
     _require_migrated(settings)
     if workers > 1 and not settings.redis_url:
         err.print("[red]--workers > 1 needs TREEVU_REDIS_URL (notifications fan out through it)")

@@ -6,7 +6,7 @@ import base64
 import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     #: Seconds between outbox relay passes (a local commit wakes the relay at once).
     outbox_interval: float = Field(default=1.0, gt=0)
     ws_compression: bool = True
+    #: What ``treevu serve`` carries: ``all``; ``api`` (HTTP, jobs, outbox; no ``/ws``); ``ws``
+    #: (``/ws`` and the health and metrics routes only, nothing of the engine or the admin API).
+    role: Literal["all", "api", "ws"] = "all"
     replay_bound: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     #: Largest HTTP request body (413 beyond it).

@@ -154,17 +154,47 @@ async def test_sent_marks_survive_a_failed_flush(side: Side, tmp_path: Path) -> 
     assert sorted(str(t) for t in audited) == [f"notification:{i}" for i in ids]
 
 
+async def test_acks_survive_a_failed_commit_and_an_owned_one_needs_no_owner_read(
+    side: Side, tmp_path: Path
+) -> None:
+    sock = Socket()
+    conn = side.hub.connect(2, float("inf"), sock)
+    (nid,) = (await side.other.create(note(2, "for 2"))).ids
+    (other,) = (await side.other.create(note(3, "for 3"))).ids
+    conn.client_has(other)  # a resume from another user's id is no proof of ownership
+    assert not conn.sent_here(other) and not conn.sent_here(nid)
+    async with side.sessions() as session:
+        row = await session.get(NotificationQueue, nid)
+    assert row is not None
+    conn.replay([side.delivery.outgoing(row)])
+    conn.end_replay()
+    assert conn.sent_here(nid)
+    working = side.delivery._sessions
+    broken = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'nowhere.db'}")
+    side.delivery._sessions = async_sessionmaker(broken)
+    side.delivery.acknowledge(2, nid, owned=conn.sent_here(nid))
+    side.delivery.acknowledge(2, other, owned=conn.sent_here(other))
+    with pytest.raises(Exception, match="unable to open database"):
+        await side.delivery.flush_acks()
+    await broken.dispose()
+    side.delivery._sessions = working
+    first, second = await statuses(side, [nid, other])
+    assert first in ("pending", "sent") and second == "pending"
+    await side.delivery.flush_acks()  # kept, not lost; the claimed id was checked and refused
+    assert await statuses(side, [nid, other]) == ["delivered", "pending"]
+
+
 async def test_only_the_owner_acknowledges_and_closing_writes_what_waits(side: Side) -> None:
     (mine,) = (await side.other.create(note(2, "for 2"))).ids
     (theirs,) = (await side.other.create(note(3, "for 3"))).ids
-    await asyncio.gather(side.delivery.acknowledge(2, mine), side.delivery.acknowledge(2, theirs))
+    side.delivery.acknowledge(2, mine)
+    side.delivery.acknowledge(2, theirs)
+    await side.delivery.flush_acks()
     assert await statuses(side, [mine, theirs]) == ["delivered", "pending"]
     # Acks queued when the loop is stopped are written by close().
     await side.delivery.close()
     (later,) = (await side.other.create(note(3, "later"))).ids
-    waiting = asyncio.ensure_future(side.delivery.acknowledge(3, later))
-    await asyncio.sleep(0)
+    side.delivery.acknowledge(3, later)
     await side.delivery.close()
-    await waiting
     assert await statuses(side, [later]) == ["delivered"]
     await side.delivery.start()  # for the fixture

@@ -191,7 +191,7 @@ def test_the_server_side_extension_frees_zlib_state_between_messages() -> None:
     ext = LeanPerMessageDeflate(True, True, WINDOW_BITS, WINDOW_BITS, {"memLevel": 5})
     small = Frame(Opcode.TEXT, b'{"type":"heartbeat"}')
     assert ext.encode(small) == small  # sent as is, RSV1 unset
-    big = Frame(Opcode.TEXT, json.dumps({"message": "saving " * 100}).encode())
+    big = Frame(Opcode.TEXT, json.dumps({"message": "saving " * 200}).encode())
     encoded = ext.encode(big)
     assert encoded.rsv1 and len(encoded.data) < len(big.data)
     assert not hasattr(ext, "encoder") and not hasattr(ext, "decoder")
@@ -238,12 +238,18 @@ async def test_large_notifications_arrive_compressed_small_messages_as_is(db: Da
             msg = await recv(ws)
             assert msg["type"] == "notification"
             assert msg["notification"]["message"] == text
+            short = "Three months of steady saving. " * 10
+            notify(server, db, short)
+            assert (await recv(ws))["notification"]["message"] == short
             await ws.send(json.dumps({"type": "nope"}))
             error = await recv(ws)
             assert error["code"] == "unknown_type"
-    (welcome_rsv1, welcome_len), (note_rsv1, note_len), (error_rsv1, error_len) = factory.seen
+    seen = factory.seen
+    (welcome_rsv1, welcome_len), (note_rsv1, note_len) = seen[0], seen[1]
+    (short_rsv1, short_len), (error_rsv1, error_len) = seen[2], seen[3]
     assert not welcome_rsv1 and welcome_len < COMPRESS_MIN_BYTES
     assert note_rsv1 and note_len < len(text) // 4
+    assert not short_rsv1 and len(short) < short_len < COMPRESS_MIN_BYTES
     assert not error_rsv1 and error_len < COMPRESS_MIN_BYTES
 
 

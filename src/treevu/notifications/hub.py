@@ -66,6 +66,7 @@ class Connection:
         "_pending",
         "_writer",
         "_sent_ids",
+        "_claimed",
         "_replay_buffer",
         "_on_sent",
         "_floor",
@@ -91,6 +92,9 @@ class Connection:
         self._pending: deque[Outgoing | _Close] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._sent_ids: set[int] = set()
+        #: Ids the client said it has (its resume ``lastId``s): in ``_sent_ids`` so that they
+        #: are never sent, but not proof that they are this user's. None until a resume.
+        self._claimed: set[int] | None = None
         # While the connect-time replay runs, live notifications wait here so that the client
         # still sees ids in order and each id once.
         self._replay_buffer: list[Outgoing] | None = []
@@ -133,9 +137,20 @@ class Connection:
     def already_sent(self, notification_id: int) -> bool:
         return notification_id in self._sent_ids
 
+    def sent_here(self, notification_id: int) -> bool:
+        """This session was offered this notification, so it is its user's (an id the client
+        only claimed, by resuming from it, proves nothing)."""
+        return notification_id in self._sent_ids and (
+            self._claimed is None or notification_id not in self._claimed
+        )
+
     def client_has(self, notification_id: int) -> None:
         """The client said it has this one (its resume ``lastId``): never send it again."""
-        self._sent_ids.add(notification_id)
+        if notification_id not in self._sent_ids:
+            self._sent_ids.add(notification_id)
+            if self._claimed is None:
+                self._claimed = set()
+            self._claimed.add(notification_id)
 
     def _offer_now(self, frame: Outgoing) -> None:
         nid = frame.notification_id
@@ -313,6 +328,10 @@ class Hub:
         for conn in conns:
             conn.offer(frame)
         return len(conns)
+
+    def offered_everywhere(self, user_id: int, notification_id: int) -> bool:
+        """Every live connection of ``user_id`` has had this notification (or none is here)."""
+        return all(c.already_sent(notification_id) for c in self._by_user.get(user_id, ()))
 
     def send_control(self, user_id: int, payload: dict[str, object]) -> None:
         for conn in self._by_user.get(user_id, ()):

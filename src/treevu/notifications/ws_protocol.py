@@ -8,7 +8,8 @@ life: 35–40 KB each, idle or not. Here:
   §7.1.1.2 let the server impose both on any offer): zlib state exists only while one message
   is being compressed or decompressed, so an idle socket holds none;
 - a message shorter than :attr:`LeanPerMessageDeflate.min_size` goes out uncompressed (RSV1
-  unset, RFC 7692 §6): welcome, heartbeat and unread-count frames gain nothing from deflate;
+  unset, RFC 7692 §6): welcome, heartbeat and unread-count frames and most notifications gain too
+  little from deflate to pay for a compressor each;
 - the handshake request's headers and the response are dropped once the socket is open (the
   scope keeps its own copy of the headers; websockets' parser would hold the request forever);
 - the receive queue and the "writable" flag are slim single-purpose versions of
@@ -48,8 +49,10 @@ WINDOW_BITS: Final = 12
 #: zlib memLevel of the compressor (hash table and buffers, ~32 KiB with the window above),
 #: allocated per compressed message and freed right after it.
 MEM_LEVEL: Final = 5
-#: Messages shorter than this go out uncompressed.
-COMPRESS_MIN_BYTES: Final = 256
+#: Messages shorter than this go out uncompressed: a typical notification (300–800 bytes of
+#: JSON) saves a few hundred bytes compressed, for a zlib compressor set up and torn down per
+#: message (~30% of the server's CPU per delivered notification, bench/ws_throughput.py).
+COMPRESS_MIN_BYTES: Final = 1024
 
 
 class LeanPerMessageDeflate(PerMessageDeflate):

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, bindparam, func, insert, literal_column, select, update
 from sqlalchemy import Connection as SyncConnection
@@ -32,6 +32,11 @@ from treevu.notifications.wire import UNACKED, UNREAD, frame, notification
 from treevu.services.notifications.store import Clock, queue_writes
 
 log = logging.getLogger(__name__)
+
+#: Acks kept for another try while the database is away; beyond, the oldest are dropped (their
+#: notifications stay unacknowledged and are sent again on the next connection).
+MAX_WAITING_ACKS: Final = 200_000
+ACK_RETRY_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,8 @@ class Delivery:
         self._max_batch = max_batch
         self._sent_flush_seconds = sent_flush_seconds
         self._sent: list[tuple[int, int, str]] = []
-        self._acks: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._acks: list[tuple[int, int, bool]] = []  # (user, notification, owned)
+        self._in_flight: list[tuple[int, int, bool]] = []  # the batch being committed
         self._ack_wake = asyncio.Event()
         self._uncounted = 0  # frames written since the delivered counter was last moved
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,8 +159,10 @@ class Delivery:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._flush_sent()
-        while self._acks:
-            await self._commit_acks()
+        try:
+            await self.flush_acks()
+        except Exception as exc:  # those notifications stay unacknowledged: sent again later
+            log.warning("could not record %d acks on closing (%s)", len(self._acks), exc)
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -278,69 +286,85 @@ class Delivery:
     def outgoing(self, row: NotificationQueue) -> Outgoing:
         return Outgoing(frame(public(self.cipher, row)), row.id, row.created_at.timestamp())
 
-    async def acknowledge(self, user_id: int, nid: int) -> None:
-        """``nid`` reached ``user_id``: ``pending``/``sent`` → ``delivered`` (another user's id,
-        or one already acknowledged, changes nothing). Returns once committed.
+    def acknowledge(self, user_id: int, nid: int, *, owned: bool = False) -> None:
+        """``nid`` reached ``user_id``: ``pending``/``sent`` → ``delivered`` at the next batch
+        (another user's id, or one already acknowledged, changes nothing). ``owned``: the
+        caller knows ``nid`` is ``user_id``'s (its session was sent it), no owner read needed.
 
-        Acks waiting together share one transaction, like creation: a client acks every
-        notification it gets, and a commit each would cap delivery at the database's commit
-        rate (~800 a second on SQLite here, with everything else going on).
+        Nothing waits for the commit: a client acks every notification it gets, and a socket
+        that waited for each would read its next message only after a transaction. All acks
+        waiting together share one transaction; a failed one is tried again (an ack that is
+        never written leaves the row unacknowledged, so it is sent again on the next
+        connection — at least once, never lost).
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append((user_id, nid, future))
+        self._acks.append((user_id, nid, owned))
         self._ack_wake.set()
-        await future
+
+    def waiting_acks(self, user_id: int) -> list[int]:
+        """The ids ``user_id`` acknowledged that are not committed yet: a session opening now
+        must not send them again (the stored status says unacknowledged for a moment)."""
+        return [nid for uid, nid, _ in (*self._in_flight, *self._acks) if uid == user_id]
+
+    async def flush_acks(self) -> None:
+        """Write every waiting ack now (closing, and tests)."""
+        while self._acks:
+            await self._commit_acks()
 
     async def _ack_loop(self) -> None:
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
-            while self._acks:
-                await self._commit_acks()
+            try:
+                await self.flush_acks()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("could not record %d acks (%s); will retry", len(self._acks), exc)
+                if len(self._acks) > MAX_WAITING_ACKS:  # those rows stay unacknowledged
+                    del self._acks[: len(self._acks) - MAX_WAITING_ACKS]
+                await asyncio.sleep(ACK_RETRY_SECONDS)
+                self._ack_wake.set()
 
     async def _commit_acks(self) -> None:
         batch, self._acks = self._acks[: self._max_batch], self._acks[self._max_batch :]
+        self._in_flight = batch
         try:
-            await self._mark_delivered([(uid, nid) for uid, nid, _ in batch])
-        except asyncio.CancelledError:
-            self._acks = batch + self._acks  # for close(); marking twice changes nothing
+            await self._mark_delivered(batch)
+        except BaseException:
+            self._acks = batch + self._acks  # marking twice changes nothing
             raise
-        except Exception as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for _, _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        finally:
+            self._in_flight = []
 
-    async def _mark_delivered(self, acks: list[tuple[int, int]]) -> None:
-        """Each id to ``delivered`` if the acking user owns it: owners read first (a row's user
-        never changes), then one ``UPDATE … WHERE id IN (…)`` per 1,000 ids.
+    async def _mark_delivered(self, acks: list[tuple[int, int, bool]]) -> None:
+        """Each id to ``delivered`` if the acking user owns it: owners of the ids not known
+        to be owned are read first (a row's user never changes), then one
+        ``UPDATE … WHERE id IN (…)`` per 1,000 ids.
 
         Not one statement with ``(id, userId) IN (…)``: MariaDB turns a list of 1,000 pairs
         into a subquery and takes ~0.7 s over it.
         """
-        ids = sorted({nid for _, nid in acks})
-        owners: dict[int, int] = {}
+        owned = {nid for _, nid, known in acks if known}
+        unknown = sorted({nid for _, nid, known in acks if not known} - owned)
         async with self._sessions() as session:
-            for start in range(0, len(ids), 1000):
-                rows = await session.execute(
-                    select(NotificationQueue.id, NotificationQueue.user_id).where(
-                        NotificationQueue.id.in_(ids[start : start + 1000])
+            if unknown:
+                owners: dict[int, int] = {}
+                for start in range(0, len(unknown), 1000):
+                    rows = await session.execute(
+                        select(_Q.id, _Q.user_id).where(_Q.id.in_(unknown[start : start + 1000]))
                     )
-                )
-                owners.update((int(nid), int(uid)) for nid, uid in rows)
-        owned = sorted({nid for uid, nid in acks if owners.get(nid) == uid})
-        if not owned:
-            return
-        now = self._clock()
-        async with self._sessions() as session:
-            for start in range(0, len(owned), 1000):
+                    owners.update((int(nid), int(uid)) for nid, uid in rows)
+                owned.update(nid for uid, nid, _ in acks if owners.get(nid) == uid)
+                await session.rollback()  # the read's transaction ends before the write's
+            if not owned:
+                return
+            ids = sorted(owned)
+            now = self._clock()
+            for start in range(0, len(ids), 1000):
                 await session.execute(
                     update(NotificationQueue)
                     .where(
-                        NotificationQueue.id.in_(owned[start : start + 1000]),
+                        NotificationQueue.id.in_(ids[start : start + 1000]),
                         NotificationQueue.status.in_(UNACKED),
                     )
                     .values(status="delivered", delivered_at=now)
@@ -352,31 +376,44 @@ class Delivery:
 
         Looked up by user (the ``(userId, status)`` index), 1,000 local users a query: the
         pending rows of users connected elsewhere or offline — a backlog that only grows with
-        them — are never read, and cannot crowd the local ones out of ``limit``.
+        them — are never read, and cannot crowd the local ones out of ``limit``. Only ids and
+        owners are read first: under load most pending rows are still queued for their socket
+        (already offered), and only the ones no connection has had are read whole.
         """
-        local = sorted(self.hub.user_ids)
+        hub = self.hub
+        local = sorted(hub.user_ids)
         if not local:
             return 0
         cutoff = self._clock() - older_than
-        rows: list[NotificationQueue] = []
+        missed: list[int] = []
+        rows: list[Any] = []
         async with self._sessions() as session:
             for start in range(0, len(local), 1000):
+                pairs = await session.execute(
+                    select(_Q.id, _Q.user_id)
+                    .where(
+                        _Q.user_id.in_(local[start : start + 1000]),
+                        _Q.status == "pending",
+                        _Q.created_at < cutoff,
+                    )
+                    .order_by(_Q.id)
+                    .limit(limit)
+                )
+                missed.extend(
+                    int(nid) for nid, uid in pairs if not hub.offered_everywhere(uid, nid)
+                )
+            missed = sorted(missed)[:limit]
+            for start in range(0, len(missed), 1000):
                 rows.extend(
-                    await session.scalars(
-                        select(NotificationQueue)
-                        .where(
-                            NotificationQueue.user_id.in_(local[start : start + 1000]),
-                            NotificationQueue.status == "pending",
-                            NotificationQueue.created_at < cutoff,
-                        )
-                        .order_by(NotificationQueue.id)
-                        .limit(limit)
+                    await session.execute(
+                        select(_Q.user_id, *_FRAME_COLUMNS)
+                        .where(_Q.id.in_(missed[start : start + 1000]))
+                        .order_by(_Q.id)
                     )
                 )
-        rows.sort(key=lambda row: row.id)
         offered = 0
-        for row in rows[:limit]:
-            offered += self.hub.deliver(row.user_id, self.outgoing(row))
+        for row in rows:
+            offered += hub.deliver(row[0], self._frame(row[1:]))
         return offered
 
     # -- rows committed by other processes ------------------------------------------------------

@@ -56,7 +56,9 @@ class Realtime:
         for type_, count in Counter(n.type for n in items).items():
             self.metrics.created.labels(type_).inc(count)
 
-    async def start(self) -> None:
+    async def start(self, *, relay: bool = True, sweep: bool = False) -> None:
+        """``relay``: run the outbox relay here (not on a socket-only node); ``sweep``: run
+        the pending sweep here (where no scheduler runs it as a node job)."""
         svc, s = self.svc, self.settings
         await svc.broker.start(self.delivery.receive)
         await self.delivery.start()
@@ -68,8 +70,15 @@ class Realtime:
             asyncio.create_task(
                 self._every(s.heartbeat_interval, self.presence_heartbeat), name="presence"
             ),
-            asyncio.create_task(svc.relay.run(s.outbox_interval), name="outbox-relay"),
         ]
+        if relay:
+            self._jobs.append(
+                asyncio.create_task(svc.relay.run(s.outbox_interval), name="outbox-relay")
+            )
+        if sweep:
+            self._jobs.append(
+                asyncio.create_task(self._every(s.sweep_interval, self.sweep), name="sweep")
+            )
         if not s.redis_url:
             # Nobody publishes another process's rows to this one: look for them, every
             # tail interval, and at once when PostgreSQL says some were committed.

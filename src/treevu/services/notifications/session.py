@@ -33,10 +33,8 @@ from treevu.notifications.metrics import Metrics
 from treevu.services.auth import AuthError, Claims, TokenVerifier
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, database_unavailable
-from treevu.services.notifications import inbox as inbox_ops
 from treevu.services.notifications.delivery import UNREAD_COUNT, Delivery, Opening
 from treevu.services.notifications.presence import Presence
-from treevu.services.segmentation import feedback
 
 log = logging.getLogger(__name__)
 _A = TypeVar("_A")
@@ -272,6 +270,8 @@ class SessionServer:
             conn = self.hub.connect(actor.user_id, expires_at, _SocketTransport(socket))
             self.metrics.active_connections.inc()
             self.presence.connected(conn.connection_id, actor.user_id)
+            for nid in self.delivery.waiting_acks(actor.user_id):
+                conn.client_has(nid)  # acked on an earlier socket, not yet committed
             conn.send_control(
                 {
                     "type": "welcome",
@@ -363,8 +363,13 @@ class SessionServer:
         if kind == "pong":
             return
         if kind == "ack":
-            await self.delivery.acknowledge(actor.user_id, _int_field(msg, "id"))
+            nid = _int_field(msg, "id")
+            self.delivery.acknowledge(actor.user_id, nid, owned=conn.sent_here(nid))
         elif kind == "mark_read":
+            # Imported here: a socket node (``treevu serve --role ws``) loads the inbox and
+            # feedback use cases only when a client sends one of these.
+            from treevu.services.notifications import inbox as inbox_ops
+
             await inbox_ops.mark_as_read(
                 self.svc, actor, inbox_ops.MarkAsRead(notification_id=_int_field(msg, "id"))
             )
@@ -379,6 +384,8 @@ class SessionServer:
         elif kind == "recommendation":
             # {"type": "recommendation", "action": "click"|"dismiss"|"complete",
             #  "recommendationId": "…"}: the same as POST /api/v1/me/recommendations/…
+            from treevu.services.segmentation import feedback
+
             action = msg.get("action")
             if action not in feedback.ACTIONS:
                 raise ValueError("action: must be click, dismiss or complete")
