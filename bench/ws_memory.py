@@ -11,6 +11,13 @@ KB/connection = (RSS − baseline) / N. Stacks:
 - ``stock``: plain ``uvicorn treevu.asgi:app`` with uvicorn's defaults (websockets-sansio,
   its 12-bit deflate with context takeover, its 20 s pings) — what ``treevu serve`` did before.
 - ``treevu``: ``treevu serve`` (``treevu.notifications.ws_protocol.TreevuWebSocketProtocol``).
+- ``treevu-ws``: ``treevu serve --role ws`` (a socket node: no admin API, jobs or engine); the
+  broadcast goes through a second process, ``treevu serve --role api``, on the same database,
+  and the socket node finds the rows by its tail of the table. RSS is the socket node's.
+- ``bare``: the peer — this script with ``--serve-bare PORT on|off``: a bare ``websockets``
+  server on uvloop that decodes the same JWT, sends the same ``welcome``, with deflate tuned
+  like the product (no context takeover, 12-bit windows, memLevel 5), and on SIGUSR1 sends
+  every connection the same notification frame.
 
 Compression "off" switches it off on the server (``--ws-per-message-deflate false`` or
 ``TREEVU_WS_COMPRESSION=false``); the clients always offer it.
@@ -30,6 +37,7 @@ never fails on a figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -89,7 +97,76 @@ def server_argv(stack: str, port: int, compression: bool) -> list[str]:
             "--log-level",
             "warning",
         ]
-    return [str(BIN / "treevu"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if stack == "bare":
+        here = str(Path(__file__).resolve())
+        return [
+            str(BIN / "python"),
+            here,
+            "--serve-bare",
+            str(port),
+            "on" if compression else "off",
+        ]
+    role = ["--role", "ws"] if stack == "treevu-ws" else []
+    return [str(BIN / "treevu"), "serve", "--host", "127.0.0.1", "--port", str(port), *role]
+
+
+async def serve_bare(port: int, compression: bool) -> None:
+    """The peer: what a WebSocket server must hold per socket, and nothing else."""
+    import asyncio
+    from datetime import UTC, datetime
+    from http import HTTPStatus
+    from uuid import uuid4
+
+    import jwt
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+    from websockets.http11 import Request, Response
+
+    from ws_common import JWT_SECRET
+
+    connections: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        token = ws.request.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            jwt.decode(token, JWT_SECRET, algorithms=["HS256"], audience="treevu")
+        except jwt.PyJWTError as exc:
+            await ws.close(4401, f"invalid token: {exc}")
+            return
+        welcome = {"type": "welcome", "connectionId": uuid4().hex, "heartbeatInterval": 30}
+        await ws.send(json.dumps({**welcome, "unreadCount": 0}))
+        connections.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            connections.discard(ws)
+
+    def health(ws: ServerConnection, request: Request) -> Response | None:
+        return ws.respond(HTTPStatus.OK, "ok\n") if request.path == "/healthz" else None
+
+    def notify_all() -> None:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        note = {"id": 1, "type": "milestone", "title": TITLE, "message": MESSAGE, "data": DATA,
+                "timestamp": now, "read": False}  # fmt: skip
+        broadcast(connections, json.dumps({"type": "notification", "notification": note}))
+
+    deflate = ServerPerMessageDeflateFactory(
+        server_no_context_takeover=True,
+        client_no_context_takeover=True,
+        server_max_window_bits=12,
+        client_max_window_bits=12,
+        compress_settings={"memLevel": 5},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, notify_all)
+    async with serve(handler, "127.0.0.1", port, process_request=health, ping_interval=3600,
+                     backlog=4096, compression=None,
+                     extensions=[deflate] if compression else None):  # fmt: skip
+        await stop.wait()
 
 
 def fresh_copy(template: Path, target: Path) -> Path:
@@ -138,7 +215,17 @@ def run_scenario(
     console.print(f"[bold]{label}[/bold]: starting the server")
     log = scenario_dir / "server.log"
     start_timeout = 600 if snapshot_dir else 60  # tracemalloc slows imports a lot
-    with ServerProcess(argv, env, port, log, start_timeout=start_timeout) as server:
+    api_port = free_port()
+    api_argv = [str(BIN / "treevu"), "serve", "--host", "127.0.0.1", "--port", str(api_port),
+                "--role", "api"]  # fmt: skip
+    with contextlib.ExitStack() as running:
+        server = running.enter_context(
+            ServerProcess(argv, env, port, log, start_timeout=start_timeout)
+        )
+        api = server
+        if stack == "treevu-ws":
+            api_log = scenario_dir / "api.log"
+            api = running.enter_context(ServerProcess(api_argv, env, api_port, api_log))
         baseline = wait_settled(server)
         snapshot(server)
         with ClientPool(
@@ -153,9 +240,13 @@ def run_scenario(
             idle = wait_settled(server)
             snapshot(server)
             started = time.perf_counter()
-            created = broadcast(
-                server.url, admin_token(), user_ids, title=TITLE, message=MESSAGE, data=DATA
-            )
+            if stack == "bare":
+                server.signal(signal.SIGUSR1)
+                created = len(user_ids)
+            else:
+                created = broadcast(
+                    api.url, admin_token(), user_ids, title=TITLE, message=MESSAGE, data=DATA
+                )
             notified = pool.await_notifications()
             delivered_s = time.perf_counter() - started
             console.print(f"  {created:,} created, {notified:,} delivered in {delivered_s:.1f}s")
@@ -269,10 +360,15 @@ def explain(snapshots: list[Path], connections: int, top: int = 25) -> dict[str,
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--serve-bare"]:
+        import uvloop
+
+        uvloop.run(serve_bare(int(sys.argv[2]), sys.argv[3] == "on"))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=4, help="client processes")
-    parser.add_argument("--stacks", default="stock,treevu")
+    parser.add_argument("--stacks", default="bare,treevu,treevu-ws")
     parser.add_argument("--compression", default="on,off")
     parser.add_argument("--tracemalloc", action="store_true", help="explain treevu's memory")
     parser.add_argument("--out", type=Path, default=RESULTS)

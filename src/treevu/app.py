@@ -25,7 +25,7 @@ from treevu.api.http_protocol import TreevuHttpProtocol
 from treevu.api.ws import WS_PATH, websocket_endpoint
 from treevu.config import Settings
 from treevu.db import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED
-from treevu.db.migrate import current_revision, head_revision
+from treevu.db.migrate import newest_revision, stored_revision
 from treevu.notifications.broker import make_broker
 from treevu.notifications.crypto import DataCipher
 from treevu.notifications.metrics import Metrics
@@ -74,7 +74,7 @@ def make_engines(settings: Settings) -> tuple[AsyncEngine, Engine]:
 
 
 def check_migrated(settings: Settings) -> None:
-    current, head = current_revision(settings.sync_database_url), head_revision()
+    current, head = stored_revision(settings.sync_database_url), newest_revision()
     if current != head:
         raise NotMigrated(
             f"the database is at migration {current or 'none'}, the newest is {head}; "

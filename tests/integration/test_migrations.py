@@ -10,7 +10,14 @@ from sqlalchemy import create_engine, inspect, pool
 
 from tests.conftest import Database
 from treevu.db import Base
-from treevu.db.migrate import current_revision, downgrade, head_revision, upgrade
+from treevu.db.migrate import (
+    current_revision,
+    downgrade,
+    head_revision,
+    newest_revision,
+    stored_revision,
+    upgrade,
+)
 
 ORIGINAL: dict[str, dict[str, Any]] = {
     "employee_segments": {
@@ -102,7 +109,12 @@ def test_upgrade_creates_every_table_with_original_names(database: Database) -> 
 def test_revision_is_head_and_downgrade_round_trips(database: Database) -> None:
     url = database.settings().sync_database_url
     assert current_revision(url) == head_revision()
+    # The start-up check's own reading (no Alembic import) agrees with Alembic's.
+    assert stored_revision(url) == current_revision(url) and newest_revision() == head_revision()
+    downgrade(url, "0008")
+    assert stored_revision(url) == current_revision(url) == "0008"
     downgrade(url, "base")
+    assert stored_revision(url) is None
     engine, insp = _inspect(database)
     try:
         assert "employee_segments" not in insp.get_table_names()  # type: ignore[attr-defined]

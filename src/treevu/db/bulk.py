@@ -12,10 +12,8 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import (
     Column,
     Connection,
@@ -29,6 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.types import NullType
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 from treevu.db.engagement import AuditLog
 from treevu.db.notifications import NotificationQueue
@@ -88,6 +89,8 @@ def fetch_numbers(
     MariaDB prints numbers exactly (doubles in their shortest round-trip form; checked bit for
     bit on MariaDB 10.11).
     """
+    import numpy as np  # here: the inbox's hot statements below are used where numpy is not
+
     width = len(exprs)
     table: npt.NDArray[Any]
     if conn.dialect.name == "mysql":
