@@ -556,6 +556,10 @@ async def _receiver_main(job: ReceiverJob, pipe: Connection) -> None:
                     "open": sum(1 for r in receivers if not r.lost),
                 }
             )
+        elif isinstance(command, tuple) and command[0] == "ack":
+            for r in receivers:
+                r.ack = bool(command[1])
+            pipe.send({"ack": bool(command[1])})
         elif command == "records":
             taken: list[Record] = []
             if records is not None:
@@ -618,7 +622,7 @@ class ReceiverPool:
             proc.start()
         return self
 
-    def _all(self, command: str, timeout: float = 900) -> list[Any]:
+    def _all(self, command: str | tuple[str, Any], timeout: float = 900) -> list[Any]:
         for pipe in self._pipes:
             pipe.send(command)
         answers = []
@@ -627,6 +631,10 @@ class ReceiverPool:
                 raise TimeoutError(f"a receiver process did not answer {command!r}")
             answers.append(pipe.recv())
         return answers
+
+    def set_ack(self, ack: bool) -> None:
+        """Whether the clients acknowledge what they receive from now on."""
+        self._all(("ack", ack))
 
     def connect(self) -> dict[str, Any]:
         answers = self._all("connect")

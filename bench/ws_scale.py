@@ -17,6 +17,12 @@ until every socket received its notification; check ``notification_queue`` (ever
 ``sent``) and ``websocket_connections`` (connections per worker). Prints a table, writes
 ``bench/results/ws_scale.json``; never fails on a figure.
 
+With ``--role ws`` (the default) the workers are socket nodes (``treevu serve --role ws
+--workers N``) and the broadcast goes to a ``treevu serve --role api`` process of its own, as a
+deployment would run them; the RSS figures are the socket nodes' (master + workers), the API
+node's is reported beside them. ``--role all``: every worker serves everything (the earlier
+setup).
+
     .venv/bin/python bench/ws_scale.py --quick
     .venv/bin/python bench/ws_scale.py                           # 50k, 4 workers, SQLite
     .venv/bin/python bench/ws_scale.py --database mariadb --workers 3
@@ -112,10 +118,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         engine = create_engine(sync_url(env["TREEVU_DATABASE_URL"]))
         port = free_port()
         argv = [str(BIN / "treevu"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--workers", str(args.workers)]
+        argv += ["--workers", str(args.workers), "--role", args.role]
         local_addrs = [f"127.0.0.{2 + i}" for i in range(args.client_processes)]
         load_start = load_average()
-        with ServerProcess(argv, env, port, workdir / "server.log", start_timeout=120) as server:
+        api_port = free_port()
+        api_argv = [str(BIN / "treevu"), "serve", "--host", "127.0.0.1", "--port", str(api_port),
+                    "--role", "api"]  # fmt: skip
+        with contextlib.ExitStack() as running:
+            server = running.enter_context(
+                ServerProcess(argv, env, port, workdir / "server.log", start_timeout=120)
+            )
+            api = server
+            if args.role == "ws":  # the admin API (and the broadcast) on a node of its own
+                api = running.enter_context(
+                    ServerProcess(api_argv, env, api_port, workdir / "api.log", start_timeout=120)
+                )
             time.sleep(3)  # the workers start after the master answers /healthz
             baseline = rss_mb(server.pid)
             with ReceiverPool(
@@ -152,7 +169,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 load_before = load_average()
                 chunks = chunked(user_ids, n, 1000)
                 job = ProducerJob(
-                    server.url,
+                    api.url,
                     admin_token(),
                     chunks,
                     0,
@@ -168,6 +185,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 counts = pool.count()
                 records = pool.records()
                 after = rss_mb(server.pid)
+                api_mb = rss_mb(api.pid)["totalMb"] if api is not server else None
                 time.sleep(1)
                 with engine.connect() as conn:
                     by_status = {
@@ -185,6 +203,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from_commit = percentiles([r[1] - epoch(r[3]) for r in records])
     return {
         "database": args.database,
+        "role": args.role,
+        "apiNodeMb": api_mb,
         "workers": args.workers,
         "clientProcesses": args.client_processes,
         "connectionsWanted": n,
@@ -221,6 +241,8 @@ def print_table(r: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     rows = [
         ("database", r["database"]),
+        ("role of the socket workers", r["role"]),
+        ("API node RSS MB", str(r["apiNodeMb"])),
         ("authenticated (welcome) / wanted", f"{r['welcomed']:,} / {r['connectionsWanted']:,}"),
         ("failed to connect", f"{r['failed']:,}"),
         ("connect time (handshakes/s)", f"{r['connectSeconds']}s ({r['handshakesPerSecond']:,}/s)"),
@@ -246,6 +268,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--role", choices=("ws", "all"), default="ws",
+        help="ws: socket workers, and the admin API on a --role api node of its own",
+    )  # fmt: skip
     parser.add_argument("--client-processes", type=int, default=4, help="≤ ~19k sockets each")
     parser.add_argument("--database", choices=("sqlite", "mariadb"), default="sqlite")
     parser.add_argument("--redis-url", default=REDIS_URL)

@@ -39,6 +39,10 @@ depend on what else the machine runs. Prints a table, writes ``bench/results/ws_
     .venv/bin/python bench/ws_throughput.py --quick
     .venv/bin/python bench/ws_throughput.py                     # SQLite and MariaDB, 10k users
     .venv/bin/python bench/ws_throughput.py --scenarios throughput,latency --ack
+    .venv/bin/python bench/ws_throughput.py --ack --scenarios throughput-noack,throughput,latency
+
+A scenario named ``NAME-noack`` runs NAME with clients that do not acknowledge: with ``--ack``,
+the same server and clients measure the peer of the acknowledged run in the same run.
     .venv/bin/python bench/ws_throughput.py --databases sqlite --gc-stats --profile /tmp/prof
 """
 
@@ -237,7 +241,7 @@ def run_scenario(
     span = max(last_receipt - first_sent, 1e-9)
     result: dict[str, Any] = {
         "scenario": name,
-        "target": TARGETS[name],
+        "target": TARGETS[name.removesuffix("-noack")],
         "requests": len(requests),
         "chunk": chunk,
         "inFlight": in_flight,
@@ -354,7 +358,11 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path) -> list[dic
                 for attempt in range(args.repeat):
                     # Let the last run's tail (sent marks, WAL checkpoint, GC) finish first.
                     time.sleep(args.settle)
-                    if scenario == "throughput":
+                    # "NAME-noack": NAME with clients that do not ack (the peer of an --ack run,
+                    # measured in the same run on the same server).
+                    acked = args.ack and not scenario.endswith("-noack")
+                    pool.set_ack(acked)
+                    if scenario.removesuffix("-noack") == "throughput":
                         r = run_scenario(
                             rig,
                             "throughput",
@@ -364,10 +372,10 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path) -> list[dic
                             in_flight=args.in_flight,
                             offset=offset,
                         )
-                    elif scenario == "latency":
+                    elif scenario.removesuffix("-noack") == "latency":
                         r = run_scenario(
                             rig,
-                            "latency",
+                            scenario,
                             total=int(args.latency_rate * args.seconds),
                             chunk=args.latency_chunk,
                             rate=args.latency_rate,
@@ -393,7 +401,7 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path) -> list[dic
                         deflate=connected["deflate"],
                         attempt=attempt + 1,
                         whatIfGcFreeze=args.what_if_gc_freeze,
-                        acked=args.ack,
+                        acked=acked,
                         serverRssMb=round(sum(process_tree_rss_kb(server.pid).values()) / 1024),
                     )
                     results.append(r)
@@ -461,6 +469,10 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             "deliveredPerSecond": statistics.median(r["deliveredPerSecond"] for r in rs),
             "p99FromRequestMs": statistics.median(r["latencyFromRequestMs"]["p99"] for r in rs),
             "firstToLastSeconds": statistics.median(r["firstToLastSeconds"] for r in rs),
+            "serverCpuUsPerNotification": statistics.median(
+                r["serverCpuUsPerNotification"] for r in rs
+            ),
+            "acked": rs[0]["acked"],
             "lost": sum(r["lost"] for r in rs),
             "duplicates": sum(r["duplicates"] for r in rs),
         }

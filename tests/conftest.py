@@ -158,7 +158,10 @@ class LiveServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        try:
+            self.loop.run_until_complete(self.server.serve())
+        finally:
+            self.loop.close()
 
     def app_state(self) -> Any:
         """The app's state (services, realtime) once the lifespan has started."""

@@ -9,20 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
 
-from treevu import __version__
-from treevu.api.errors import install_error_handlers
 from treevu.api.http_protocol import TreevuHttpProtocol
-from treevu.api.ws import WS_PATH, websocket_endpoint
+from treevu.api.ws import route_socket
 from treevu.config import Settings
 from treevu.db import ACHIEVEMENTS_CHECK, COMPLIANCE_BATCH, SEGMENT_CHANGED
 from treevu.db.migrate import newest_revision, stored_revision
@@ -129,25 +126,6 @@ def build_services(
     )
 
 
-class TreevuApp(FastAPI):
-    """FastAPI, with ``/ws`` upgrades handed straight to the WebSocket endpoint.
-
-    Routing and middleware cost ~12 KB per open socket (exit stacks, copied scopes, frames
-    kept alive for the socket's lifetime); at ten thousand sockets that is 120 MB. HTTP
-    requests take the normal path.
-    """
-
-    #: False on an ``api`` node: ``/ws`` is refused like any unknown path.
-    serves_sockets = True
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == WS_PATH and self.serves_sockets:
-            scope["app"] = self
-            await websocket_endpoint(WebSocket(scope, receive, send))
-            return
-        await super().__call__(scope, receive, send)
-
-
 #: The listen queue asked for (the kernel caps it at net.core.somaxconn: 4096 here).
 LISTEN_BACKLOG = 16384
 
@@ -173,55 +151,17 @@ def ws_options(settings: Settings) -> dict[str, Any]:
 WEB_DIST: Final = Path(__file__).parent / "webui"
 
 
-def mount_web(app: FastAPI) -> None:
-    """The dashboards and the bell under ``/app/`` (a short page when they were not built),
-    and the API reference at ``/docs`` and ``/redoc`` with their scripts from ``/app/vendor``
-    (copied there by the web build), so that they work without internet access."""
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} — API",
-            swagger_js_url="/app/vendor/swagger-ui-bundle.js",
-            swagger_css_url="/app/vendor/swagger-ui.css",
-            swagger_favicon_url="data:,",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} — API",
-            redoc_js_url="/app/vendor/redoc.standalone.js",
-            redoc_favicon_url="data:,",
-            with_google_fonts=False,
-        )
-
-    if (WEB_DIST / "index.html").is_file():
-        app.mount("/app", StaticFiles(directory=WEB_DIST, html=True), name="web")
-        return
-
-    @app.get("/app/", include_in_schema=False)
-    async def not_built() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><title>Treevü Engage</title><p>The web app is not built: run "
-            "<code>make web</code> (Node.js 20 and npm).</p>",
-            status_code=503,
-        )
-
-
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> Starlette:
     """The app for ``settings.role``: ``all``; ``api`` (no ``/ws``); ``ws`` — the sockets
-    with the health and metrics routes, and none of the admin API, the jobs, the outbox relay
-    or the engine (numpy, scikit-learn), which it never imports."""
+    with the health and metrics routes, a plain Starlette app: none of FastAPI, the admin API,
+    the jobs, the outbox relay or the engine (numpy) is imported by a socket node."""
     settings = settings.with_local_secrets()
     verifier = TokenVerifier(settings)
     metrics = Metrics()
     sockets_only = settings.role == "ws"
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         check_migrated(settings)
         async_engine, bulk_engine = make_engines(settings)
         services = build_services(settings, async_engine, bulk_engine, relay=not sockets_only)
@@ -247,33 +187,11 @@ def create_app(settings: Settings) -> FastAPI:
             await async_engine.dispose()
             bulk_engine.dispose()
 
-    app = TreevuApp(
-        docs_url=None,  # served below from the app's own copy of the assets (no CDN)
-        redoc_url=None,
-        title="Treevü Engage",
-        version=__version__,
-        lifespan=lifespan,
-        description="Real-time notifications and financial-wellness segmentation.",
-        # Bodies over the limit are refused with 413 while they are read, not after.
-        max_body_size=settings.max_body_bytes,
-    )
-    app.serves_sockets = settings.role != "api"
-    install_error_handlers(app)
-    if not sockets_only:
-        from treevu.api.rest import router as rest_router
-        from treevu.api.trpc import router as trpc_router
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
 
-        app.include_router(rest_router)
-        app.include_router(trpc_router)
-        mount_web(app)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        services: Services = app.state.services
+    async def readyz(request: Request) -> Response:
+        services: Services = request.app.state.services
         checks: dict[str, bool] = {}
         try:
             async with services.sessions() as session:
@@ -286,11 +204,36 @@ def create_app(settings: Settings) -> FastAPI:
         ready = all(checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        realtime: Realtime = app.state.realtime
+    async def metrics_endpoint(request: Request) -> Response:
+        realtime: Realtime = request.app.state.realtime
         metrics.queue_depth.set(realtime.hub.queue_depth())
         await realtime.refresh_gauges()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return app
+    routes = [
+        Route("/healthz", healthz, include_in_schema=False),
+        Route("/readyz", readyz, include_in_schema=False),
+        Route("/metrics", metrics_endpoint, include_in_schema=False),
+    ]
+    if sockets_only:
+        return SocketNode(routes=routes, lifespan=lifespan)
+    from treevu.api.http_app import http_app
+
+    return http_app(settings, lifespan, routes, serves_sockets=settings.role == "all")
+
+
+class SocketNode(Starlette):
+    """A socket node's app: ``/ws`` and the routes it is given."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await route_socket(self, scope, receive, send):
+            await super().__call__(scope, receive, send)
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The HTTP API's OpenAPI document: what ``/openapi.json`` serves."""
+    from fastapi import FastAPI
+
+    app = create_app(settings.model_copy(update={"role": "all"}))
+    assert isinstance(app, FastAPI)
+    return app.openapi()

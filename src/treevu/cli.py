@@ -513,11 +513,11 @@ def openapi(
     """Print the OpenAPI document of the HTTP API (what /openapi.json serves)."""
     from cryptography.fernet import Fernet
 
-    from treevu.app import create_app
+    from treevu.app import openapi_document
     from treevu.config import Settings
 
     settings = Settings(jwt_secret="-" * 32, encryption_key=Fernet.generate_key().decode())
-    text = json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(openapi_document(settings), indent=2, sort_keys=True) + "\n"
     if out is None:
         sys.stdout.write(text)
     else:

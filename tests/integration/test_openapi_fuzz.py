@@ -25,14 +25,14 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
 from tests.conftest import Database, LiveServer, seed_and_score, token_for
-from treevu.app import create_app
+from treevu.app import openapi_document
 from treevu.db.migrate import upgrade
 
 SEED = 20261101
 MAX_EXAMPLES = 25
-DOCUMENT: dict[str, Any] = create_app(
+DOCUMENT: dict[str, Any] = openapi_document(
     Database("sqlite", "sqlite+aiosqlite:///:memory:").settings()
-).openapi()
+)
 CONFIG = SchemathesisConfig.from_dict(
     {
         "seed": SEED,

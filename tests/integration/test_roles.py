@@ -48,7 +48,7 @@ async def started():
     async with app.router.lifespan_context(app):
         pass
 asyncio.run(started())
-heavy = ("numpy", "sklearn", "scipy", "alembic", "treevu.api.rest", "treevu.api.trpc",
+heavy = ("numpy", "sklearn", "scipy", "alembic", "fastapi", "treevu.api.rest", "treevu.api.trpc",
          "treevu.services.jobs", "treevu.segmentation.engine")
 print(",".join(m for m in heavy if m in sys.modules) or "none")
 """

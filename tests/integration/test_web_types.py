@@ -14,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import REQUIRE_SERVERS
-from treevu.app import create_app
+from treevu.app import openapi_document
 from treevu.config import Settings
 
 WEB = Path(__file__).resolve().parents[2] / "web" / "app"
@@ -23,7 +23,7 @@ REGENERATE = "treevu openapi --out web/app/openapi.json && (cd web/app && npm ru
 
 def test_the_committed_openapi_document_is_the_servers() -> None:
     settings = Settings(jwt_secret="-" * 32, encryption_key=Fernet.generate_key().decode())
-    current = create_app(settings).openapi()
+    current = openapi_document(settings)
     committed = json.loads((WEB / "openapi.json").read_text(encoding="utf-8"))
     assert committed == json.loads(json.dumps(current)), f"stale: run {REGENERATE}"
 

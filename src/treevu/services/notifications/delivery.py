@@ -437,6 +437,7 @@ class Delivery:
         only for those of users connected here. A row committed after a newer one was looked
         at is left to the sweep.
         """
+        offered = 0
         async with self._sessions() as session:
             newest = int(await session.scalar(select(func.max(NotificationQueue.id))) or 0)
             if self._watermark is None:
@@ -446,14 +447,11 @@ class Delivery:
             if newest <= low:
                 return 0
             mine = sum(1 for nid in self._local_ids if low < nid <= newest)
-            rows: list[NotificationQueue] = []
             if mine < newest - low and self.hub.connection_count:
                 pairs = (
                     await session.execute(
-                        select(NotificationQueue.id, NotificationQueue.user_id).where(
-                            NotificationQueue.id > low,
-                            NotificationQueue.id <= newest,
-                            NotificationQueue.status == "pending",
+                        select(_Q.id, _Q.user_id).where(
+                            _Q.id > low, _Q.id <= newest, _Q.status == "pending"
                         )
                     )
                 ).all()
@@ -462,19 +460,20 @@ class Delivery:
                     for nid, uid in pairs
                     if nid not in self._local_ids and self.hub.is_connected(uid)
                 )
+                del pairs
+                # A thousand rows at a time, read as plain rows and handed over before the
+                # next: a broadcast of ten thousand would otherwise hold them all at once
+                # (a high-water mark that the process keeps as RSS).
                 for start in range(0, len(foreign), 1000):
-                    rows.extend(
-                        await session.scalars(
-                            select(NotificationQueue)
-                            .where(NotificationQueue.id.in_(foreign[start : start + 1000]))
-                            .order_by(NotificationQueue.id)
-                        )
+                    rows = await session.execute(
+                        select(_Q.user_id, *_FRAME_COLUMNS)
+                        .where(_Q.id.in_(foreign[start : start + 1000]))
+                        .order_by(_Q.id)
                     )
+                    for row in rows:
+                        offered += self.hub.deliver(row[0], self._frame(row[1:]))
         self._watermark = newest
         self._local_ids = {nid for nid in self._local_ids if nid > newest}
-        offered = 0
-        for row in rows:
-            offered += self.hub.deliver(row.user_id, self.outgoing(row))
         return offered
 
 

@@ -1,0 +1,299 @@
+"""One table of every performance target: the measured figure, the peer or floor measured in the
+same run, their ratio, and met or not — from the results files the benchmarks wrote.
+
+``make bench`` runs it last; it rewrites the part of ``docs/benchmarks.md`` between the
+``targets:begin`` and ``targets:end`` markers, prints the table, and writes
+``bench/results/targets.json``. A results file that is missing (its benchmark was not run, or
+failed) shows as "not measured" on its row. Never fails on a figure.
+
+    .venv/bin/python bench/targets.py                 # after the benchmarks
+    .venv/bin/python bench/targets.py --check         # print only, leave the docs alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS: Final = Path(__file__).parent / "results"
+DOC: Final = Path(__file__).parent.parent / "docs" / "benchmarks.md"
+BEGIN: Final = "<!-- targets:begin (bench/targets.py writes this table) -->"
+END: Final = "<!-- targets:end -->"
+
+console = Console(width=200)
+
+
+@dataclass(frozen=True)
+class Figure:
+    measured: str
+    peer: str
+    ratio: float | None
+    met: bool | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Row:
+    target: str
+    files: tuple[str, ...]
+    read: Callable[..., Figure]
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    if not path.is_file():
+        return None
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def _throughput(acks: dict[str, Any]) -> Figure:
+    s = acks["summary"]
+    acked, plain = s["sqlite/throughput"], s["sqlite/throughput-noack"]
+    return Figure(
+        f"{acked['deliveredPerSecond']:,.0f}/s ({acked['serverCpuUsPerNotification']:.0f} µs "
+        "server CPU each)",
+        f"clients not acking, same server and run: {plain['deliveredPerSecond']:,.0f}/s "
+        f"({plain['serverCpuUsPerNotification']:.0f} µs)",
+        _ratio(acked["deliveredPerSecond"], plain["deliveredPerSecond"]),
+        acked["deliveredPerSecond"] >= 20_000,
+        "ws_throughput_with_acks.json (SQLite)",
+    )
+
+
+def _latency(acks: dict[str, Any]) -> Figure:
+    s = acks["summary"]
+    acked, plain = s["sqlite/latency"], s["sqlite/latency-noack"]
+    return Figure(
+        f"p99 {acked['p99FromRequestMs']:,.0f} ms, delivering {acked['deliveredPerSecond']:,.0f}/s",
+        f"clients not acking: p99 {plain['p99FromRequestMs']:,.0f} ms at "
+        f"{plain['deliveredPerSecond']:,.0f}/s",
+        _ratio(acked["p99FromRequestMs"], plain["p99FromRequestMs"]),
+        acked["p99FromRequestMs"] <= 50 and acked["deliveredPerSecond"] >= 4_750,
+        "ws_throughput_with_acks.json (SQLite)",
+    )
+
+
+def _by_stack(memory: dict[str, Any], stack: str) -> dict[str, Any]:
+    return next(r for r in memory["results"] if r["stack"] == stack and r["compression"])
+
+
+def _memory(memory: dict[str, Any]) -> Figure:
+    ours, bare = _by_stack(memory, "treevu-ws"), _by_stack(memory, "bare")
+    mb, bare_mb = ours["rssMbAt10k"]["afterMessage"], bare["rssMbAt10k"]["afterMessage"]
+    return Figure(
+        f"`--role ws`: {mb:.0f} MB ({ours['kbPerConnection']['afterMessage']:.1f} KB/conn + "
+        f"{ours['rssKb']['baseline'] / 1024:.0f} MB base)",
+        f"bare websockets + JWT, deflate tuned alike: {bare_mb:.0f} MB "
+        f"({bare['kbPerConnection']['afterMessage']:.1f} KB/conn + "
+        f"{bare['rssKb']['baseline'] / 1024:.0f} MB base)",
+        _ratio(mb, bare_mb),
+        mb <= 250,
+        "ws_memory.json",
+    )
+
+
+def _scale(scale: dict[str, Any], memory: dict[str, Any]) -> Figure:
+    r = scale["result"]
+    total = r["rss"]["afterMessage"]["totalMb"]
+    bare = _by_stack(memory, "bare")
+    n = r["welcomed"]
+    bare_mb = (bare["rssKb"]["baseline"] / 1024) * r["workers"] + bare["kbPerConnection"][
+        "afterMessage"
+    ] * n / 1024
+    role = r.get("role", "all")
+    return Figure(
+        f"{n:,} sockets, {r['workers']} `--role {role}` workers: {total:,.0f} MB in all "
+        f"({r['kbPerConnection']:.1f} KB/conn)",
+        f"bare websockets per connection and base (ws_memory, same make bench) × {r['workers']}"
+        f" processes: {bare_mb:,.0f} MB",
+        _ratio(total, bare_mb),
+        total <= 1024 and n >= 50_000,
+        "ws_scale.json",
+    )
+
+
+def _placement(seg: dict[str, Any]) -> Figure:
+    case = next(
+        c for c in seg["cases"] if c.get("backend") == "sqlite" and c.get("users") == 1_000_000
+    )
+    first = case["first"]["seconds"]
+    floor = case["floor"]["seconds"]
+    return Figure(
+        f"{first:.2f} s",
+        f"floor (read + score + bare insert of the same rows): {floor:.2f} s",
+        _ratio(first, floor),
+        first <= 5,
+        "segmentation.json (SQLite, 1M)",
+    )
+
+
+def _admin_after_write(seg: dict[str, Any]) -> Figure:
+    case = next(
+        c for c in seg["cases"] if c.get("backend") == "sqlite" and c.get("users") == 1_000_000
+    )
+    after = case["adminAfterWrite"]
+    worst = max(q["p99"] for q in after["queries"].values())
+    cached = max(q["p99"] for q in after["cached"].values())
+    return Figure(
+        f"worst p99 {worst:.1f} ms right after a recompute",
+        f"the same queries warm: worst p99 {cached:.1f} ms",
+        _ratio(worst, cached),
+        worst <= 10,
+        "segmentation.json (SQLite, 1M)",
+    )
+
+
+def _storm(storm: dict[str, Any]) -> Figure:
+    r = storm["result"]
+    back, first = r["killToAllBackSeconds"], r["connect"]["seconds"]
+    return Figure(
+        f"{r['back']:,} of {r['clients']:,} back {back:.1f} s after kill -9",
+        f"the same clients' first connect, same run: {first:.1f} s",
+        _ratio(back, first),
+        back <= 15 and r["back"] == r["clients"],
+        "ws_storm.json",
+    )
+
+
+def _handshake(hs: dict[str, Any]) -> Figure:
+    s = hs["summary"]
+    return Figure(
+        f"{s['rateRatio']:.0%} of the bare rate",
+        f"bare websockets + JWT, same run (CPU per handshake ×{s['cpuPerHandshakeRatio']:.2f})",
+        s["rateRatio"],
+        bool(s["targetMet"]),
+        "ws_handshake.json",
+    )
+
+
+def _models(models: dict[str, Any]) -> Figure:
+    runs = models["speed"]["runs"]
+    steady = runs["steadyModels"]["seconds"] - runs["steadyPlain"]["seconds"]
+    month = runs["monthModels"]["seconds"] - runs["monthPlain"]["seconds"]
+    return Figure(
+        f"+{steady:.1f} s steady, +{month:.1f} s the month's first night",
+        f"the recompute without models, same run: {runs['steadyPlain']['seconds']:.1f} s "
+        f"steady, {runs['monthPlain']['seconds']:.1f} s month",
+        _ratio(runs["monthModels"]["seconds"], runs["monthPlain"]["seconds"]),
+        steady <= 5 and month <= 5,
+        "models.json (SQLite, 1M)",
+    )
+
+
+ROWS: Final = (
+    Row(
+        "≥ 20,000 persisted notifications/s end to end on one node, every client acking",
+        ("ws_throughput_with_acks.json",),
+        _throughput,
+    ),  # fmt: skip
+    Row(
+        "delivery p99 ≤ 50 ms at 5,000/s, every client acking",
+        ("ws_throughput_with_acks.json",),
+        _latency,
+    ),  # fmt: skip
+    Row(
+        "≤ 250 MB RSS for 10,000 sockets with deflate, one notification each",
+        ("ws_memory.json",),
+        _memory,
+    ),  # fmt: skip
+    Row(
+        "50,000 sockets on this machine in ≤ 1 GB across processes",
+        ("ws_scale.json", "ws_memory.json"),
+        _scale,
+    ),  # fmt: skip
+    Row("1,000,000 people first placed on SQLite ≤ 5 s", ("segmentation.json",), _placement),
+    Row(
+        "admin queries p99 ≤ 10 ms at 1M, right after a write",
+        ("segmentation.json",),
+        _admin_after_write,
+    ),  # fmt: skip
+    Row("reconnect storm: 10,000 clients back ≤ 15 s after kill -9", ("ws_storm.json",), _storm),
+    Row(
+        "handshakes ≥ 50% of a bare websockets server's rate", ("ws_handshake.json",), _handshake
+    ),  # fmt: skip
+    Row(
+        "recompute with the risk models ≤ 5 s more than without (1M, SQLite)",
+        ("models.json",),
+        _models,
+    ),  # fmt: skip
+)
+
+
+def evaluate() -> list[dict[str, Any]]:
+    out = []
+    for row in ROWS:
+        loaded = [_load(f) for f in row.files]
+        entry: dict[str, Any] = {"target": row.target}
+        if any(x is None for x in loaded):
+            missing = [f for f, x in zip(row.files, loaded, strict=True) if x is None]
+            entry.update(measured="not measured", peer="", ratio=None, met=None,
+                         source=f"missing {', '.join(missing)}")  # fmt: skip
+        else:
+            try:
+                fig = row.read(*loaded)
+            except (KeyError, StopIteration) as exc:
+                entry.update(measured="not measured", peer="", ratio=None, met=None,
+                             source=f"{row.files[0]} lacks {exc}")  # fmt: skip
+            else:
+                entry.update(measured=fig.measured, peer=fig.peer, ratio=fig.ratio, met=fig.met,
+                             source=fig.source)  # fmt: skip
+        out.append(entry)
+    return out
+
+
+def _status(met: bool | None) -> str:
+    return "—" if met is None else ("met" if met else "**not met**")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | measured | peer or floor, same run | ratio | | results file |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(
+            f"| {r['target']} | {r['measured']} | {r['peer']} | {ratio} | {_status(r['met'])} "
+            f"| `{r['source']}` |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="print only")
+    args = parser.parse_args()
+    rows = evaluate()
+    table = Table(title="Performance targets")
+    for col in ("target", "measured", "peer or floor", "ratio", "status"):
+        table.add_column(col)
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        table.add_row(r["target"], r["measured"], r["peer"], ratio, _status(r["met"]))
+    console.print(table)
+    if args.check:
+        return
+    (RESULTS / "targets.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    doc = DOC.read_text()
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"{DOC} has no {BEGIN} … {END} markers")
+    head, rest = doc.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{BEGIN}\n{markdown(rows)}\n{END}{tail}")
+    console.print(f"wrote {DOC} and {RESULTS / 'targets.json'}")
+
+
+if __name__ == "__main__":
+    main()
