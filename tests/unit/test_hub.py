@@ -47,6 +47,24 @@ async def test_replay_buffer_keeps_id_order_and_drops_duplicates() -> None:
     hub.disconnect(conn)
 
 
+async def test_each_id_once_from_none_to_one_to_many_and_claims_prove_nothing() -> None:
+    hub = Hub(queue_size=100)
+    sock = FakeSocket()
+    conn = hub.connect(1, float("inf"), sock)
+    conn.end_replay()
+    assert not conn.already_sent(7) and not conn.sent_here(7)
+    for nid in (7, 7, 9, 7, 9, 11):  # none → one id → a set of them
+        hub.deliver(1, frame(nid))
+    conn.client_has(12)  # the client resumed from 12: never sent, but not proven its own
+    hub.deliver(1, frame(12))
+    await settle()
+    assert sock.frames == ["n7", "n9", "n11"]
+    assert all(conn.sent_here(n) for n in (7, 9, 11))
+    assert conn.already_sent(12) and not conn.sent_here(12)
+    assert hub.offered_everywhere(1, 9) and not hub.offered_everywhere(1, 13)
+    hub.disconnect(conn)
+
+
 async def test_every_device_of_the_user_gets_it_and_no_one_else() -> None:
     hub = Hub(queue_size=100)
     a, b, other = FakeSocket(), FakeSocket(), FakeSocket()

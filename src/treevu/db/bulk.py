@@ -8,6 +8,7 @@ DBAPI cursor straight into numpy, ``COPY`` on PostgreSQL, multi-row ``INSERT`` o
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from sqlalchemy import (
     insert,
     update,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.types import NullType
 
 if TYPE_CHECKING:
@@ -206,11 +206,9 @@ def upsert_select(
 
 def upsert_row(table: Table, values: dict[str, Any], key: str, dialect: Dialect) -> Any:
     """An ``INSERT`` of one row that updates the row with the same ``key`` instead."""
-    statement: Any = {
-        "mysql": mysql.insert,
-        "postgresql": postgresql.insert,
-        "sqlite": sqlite.insert,
-    }[dialect.name](table).values(values)
+    # The dialect's module, imported when used: a process on one database loads no other's.
+    dialect_insert = importlib.import_module(f"sqlalchemy.dialects.{dialect.name}").insert
+    statement: Any = dialect_insert(table).values(values)
     update = {k: v for k, v in values.items() if k != key}
     if dialect.name == "mysql":
         return statement.on_duplicate_key_update(**update)

@@ -65,7 +65,7 @@ class Connection:
         "_queue_size",
         "_pending",
         "_writer",
-        "_sent_ids",
+        "_sent",
         "_claimed",
         "_replay_buffer",
         "_on_sent",
@@ -91,8 +91,10 @@ class Connection:
         # thousand idle sockets hold neither (memory per connection is the budget here).
         self._pending: deque[Outgoing | _Close] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._sent_ids: set[int] = set()
-        #: Ids the client said it has (its resume ``lastId``s): in ``_sent_ids`` so that they
+        #: The ids this session was sent: None, one id, or a set of them once there are two
+        #: (an empty set is 216 bytes: ten thousand idle sockets, 2 MB).
+        self._sent: int | set[int] | None = None
+        #: Ids the client said it has (its resume ``lastId``s): among the sent so that they
         #: are never sent, but not proof that they are this user's. None until a resume.
         self._claimed: set[int] | None = None
         # While the connect-time replay runs, live notifications wait here so that the client
@@ -135,19 +137,34 @@ class Connection:
         self._floor = max(self._floor, notification_id)
 
     def already_sent(self, notification_id: int) -> bool:
-        return notification_id in self._sent_ids
+        sent = self._sent
+        if sent is None:
+            return False
+        if isinstance(sent, int):
+            return sent == notification_id
+        return notification_id in sent
+
+    def _remember(self, notification_id: int) -> None:
+        sent = self._sent
+        if sent is None:
+            self._sent = notification_id
+        elif isinstance(sent, int):
+            if sent != notification_id:
+                self._sent = {sent, notification_id}
+        else:
+            sent.add(notification_id)
 
     def sent_here(self, notification_id: int) -> bool:
         """This session was offered this notification, so it is its user's (an id the client
         only claimed, by resuming from it, proves nothing)."""
-        return notification_id in self._sent_ids and (
+        return self.already_sent(notification_id) and (
             self._claimed is None or notification_id not in self._claimed
         )
 
     def client_has(self, notification_id: int) -> None:
         """The client said it has this one (its resume ``lastId``): never send it again."""
-        if notification_id not in self._sent_ids:
-            self._sent_ids.add(notification_id)
+        if not self.already_sent(notification_id):
+            self._remember(notification_id)
             if self._claimed is None:
                 self._claimed = set()
             self._claimed.add(notification_id)
@@ -155,9 +172,9 @@ class Connection:
     def _offer_now(self, frame: Outgoing) -> None:
         nid = frame.notification_id
         if nid is not None:
-            if nid in self._sent_ids or nid <= self._floor:
+            if nid <= self._floor or self.already_sent(nid):
                 return
-            self._sent_ids.add(nid)
+            self._remember(nid)
         self._put(frame)
 
     def _put(self, item: Outgoing) -> None:
