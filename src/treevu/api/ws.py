@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -56,26 +59,47 @@ async def route_socket(app: ASGIApp, scope: Scope, receive: Receive, send: Send)
     if scope["type"] != "websocket" or scope["path"] != WS_PATH:
         return False
     scope["app"] = app
-    await websocket_endpoint(WebSocket(scope, receive, send))
+    upgrade = Upgrade.of(scope)
+    # What the endpoint needs is read: the request's headers (~1.5 KB with a JWT) would
+    # otherwise live in the scope as long as the socket.
+    scope["headers"] = []
+    await websocket_endpoint(WebSocket(scope, receive, send), upgrade)
     return True
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
+class Upgrade(NamedTuple):
+    """What ``/ws`` reads of the upgrade request."""
+
+    origin: str | None
+    authorization: str | None
+    last_id: str | None
+
+    @classmethod
+    def of(cls, scope: Scope) -> Upgrade:
+        wanted = {b"origin": "", b"authorization": ""}
+        for name, value in scope["headers"]:
+            if name in wanted and not wanted[name]:
+                wanted[name] = value.decode("latin-1")
+        last_id = QueryParams(scope.get("query_string", b"")).get("lastId")
+        return cls(wanted[b"origin"] or None, wanted[b"authorization"] or None, last_id)
+
+
+async def websocket_endpoint(ws: WebSocket, upgrade: Upgrade) -> None:
     """``/ws`` (called by :func:`route_socket`, outside the router)."""
     realtime: Realtime = ws.app.state.realtime
     settings = realtime.settings
-    origin = ws.headers.get("origin")
+    origin = upgrade.origin
     if settings.allowed_origins and origin not in settings.allowed_origins:
         await _deny(ws, 403, "origin not allowed")
         return
     last_id: int | None = None
-    raw_last_id = ws.query_params.get("lastId")
+    raw_last_id = upgrade.last_id
     if raw_last_id is not None:
         if not raw_last_id.isdigit():
             await _deny(ws, 400, "lastId must be a non-negative integer")
             return
         last_id = int(raw_last_id)
-    header = ws.headers.get("authorization")
+    header = upgrade.authorization
     opened = None
     if header:
         scheme, _, token = header.partition(" ")
