@@ -54,7 +54,7 @@ test-lowest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/segmentation.py
 	$(BIN)/python bench/ws_memory.py
-	$(BIN)/python bench/ws_throughput.py
+	$(BIN)/python bench/ws_throughput.py --ack --scenarios throughput-noack,throughput,latency-noack,latency,fanout
 	$(BIN)/python bench/ws_scale.py
 	$(BIN)/python bench/ws_handshake.py
 	$(BIN)/python bench/ws_storm.py
@@ -64,6 +64,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/analytics_eval.py
 	$(BIN)/python bench/models.py
+	cd bench/artillery && npm ci --no-audit --no-fund --loglevel=error
+	$(BIN)/python bench/artillery_run.py
+	$(BIN)/python bench/targets.py
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules
+	rm -rf $(VENV) $(LOWEST) .treevu .mypy_cache .ruff_cache .pytest_cache src/treevu/webui web/app/node_modules bench/artillery/node_modules

@@ -692,23 +692,24 @@ def _require_free_port(host: str, port: int, how: str) -> None:
 def _run(settings: Settings, host: str, port: int, workers: int) -> None:
     # /ws through TreevuWebSocketProtocol: deflate without context takeover, the message-size
     # limit (1009), pings at the heartbeat interval.
+    if workers > 1:
+        # A light main module for the workers to import (treevu/workers.py), in this process.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        argv = [sys.executable, "-m", "treevu.workers", host, str(port), str(workers)]
+        os.execv(sys.executable, argv)  # noqa: S606 (this interpreter, our own arguments)
     import uvicorn
 
     from treevu.app import create_app, ws_options
 
     ws = ws_options(settings)
-    if workers == 1:
-        served = create_app(settings)
-        # What start-up built (modules, the app, its routes) lives as long as the process:
-        # out of the collector's generations, so that collections walk only what requests and
-        # sockets allocate.
-        gc.collect()
-        gc.freeze()
-        uvicorn.run(served, host=host, port=port, log_level="info", **ws)
-    else:
-        uvicorn.run(
-            "treevu.asgi:app", host=host, port=port, workers=workers, log_level="info", **ws
-        )
+    served = create_app(settings)
+    # What start-up built (modules, the app, its routes) lives as long as the process: out of
+    # the collector's generations, so that collections walk only what requests and sockets
+    # allocate.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(served, host=host, port=port, log_level="info", **ws)
 
 
 @app.command()

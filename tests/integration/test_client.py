@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import httpx
 import pytest
@@ -49,10 +50,17 @@ def ws_url_port(port: int) -> str:
     return f"ws://127.0.0.1:{port}/ws"
 
 
+class Served(Protocol):
+    """A running server (in this process or another): where it answers."""
+
+    @property
+    def url(self) -> str: ...
+
+
 class Admin:
     """Creates notifications through the REST API, as an operator would."""
 
-    def __init__(self, db: Database, server: LiveServer) -> None:
+    def __init__(self, db: Database, server: Served) -> None:
         self.http = httpx.AsyncClient(
             base_url=f"{server.url}/api/v1",
             headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"},
@@ -76,7 +84,7 @@ class Admin:
 
 
 @asynccontextmanager
-async def admin_for(db: Database, server: LiveServer) -> AsyncIterator[Admin]:
+async def admin_for(db: Database, server: Served) -> AsyncIterator[Admin]:
     admin = Admin(db, server)
     try:
         yield admin

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, select
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Database, LiveServer, token_for
+from tests.conftest import REDIS_URL, Database, LiveServer, token_for, unavailable
 from tests.integration.test_client import (
     TIMEOUT,
     USER,
@@ -28,6 +28,7 @@ from tests.integration.test_client import (
     take,
     ws_url,
 )
+from tests.integration.test_two_nodes import Node, _redis_answers
 from treevu.client import NotificationClient
 from treevu.db import NotificationQueue
 
@@ -88,3 +89,36 @@ async def test_api_and_socket_nodes_share_the_work(seeded_sqlite: Database) -> N
 
 
 __all__ = ["seeded_sqlite"]  # the fixture, imported from test_client
+
+
+async def test_socket_workers_behind_redis_get_what_an_api_node_creates(
+    seeded_sqlite: Database, tmp_path: Path
+) -> None:
+    """``treevu serve --role ws --workers 2`` (uvicorn's workers, started from the light
+    ``treevu.workers`` main module) beside ``treevu serve --role api``, through Redis."""
+    if not _redis_answers():
+        unavailable("redis")
+    db = seeded_sqlite
+    settings = db.settings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEVU_")}
+    env.update(
+        TREEVU_DATABASE_URL=db.url,
+        TREEVU_REDIS_URL=REDIS_URL,
+        TREEVU_REDIS_CHANNEL=f"treevu:test-roles:{os.getpid()}",
+        TREEVU_JWT_SECRET=str(settings.jwt_secret),
+        TREEVU_ENCRYPTION_KEY=str(settings.encryption_key),
+    )
+    sockets = Node("ws", env, tmp_path, ["--role", "ws", "--workers", "2"])
+    api = Node("api", env, tmp_path, ["--role", "api"])
+    try:
+        for node in (sockets, api):
+            node.wait_ready()
+        async with (
+            admin_for(db, api) as admin,
+            NotificationClient(sockets.ws_url, token_for(db, USER)) as client,
+        ):
+            nid = await admin.notify("to a socket worker")
+            assert [n.id for n in await take(client, 1)] == [nid]
+    finally:
+        for node in (sockets, api):
+            node.stop()

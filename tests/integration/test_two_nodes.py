@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -262,14 +262,16 @@ def _redis_answers() -> bool:
 class Node:
     """One ``treevu serve`` process on a free loopback port, its output in a log file."""
 
-    def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], workdir: Path, args: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
         node_env = {**env, "TREEVU_DATA_DIR": str(workdir / name)}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "treevu", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "treevu", "serve", "--port", str(self.port), *args],
                 env=node_env,
                 cwd=workdir,
                 stdout=log,
