@@ -365,7 +365,7 @@ def run_database(kind: str, args: argparse.Namespace, workdir: Path) -> list[dic
                     if scenario.removesuffix("-noack") == "throughput":
                         r = run_scenario(
                             rig,
-                            "throughput",
+                            scenario,
                             total=int(args.target * args.seconds),
                             chunk=args.chunk,
                             rate=0,
