@@ -13,6 +13,13 @@ timings for
 and p50/p99 latencies of the admin queries through the real service functions, with the stats
 cache cleared before every call (``uncached``) and warm (``cached``).
 
+Beside the first placement it measures its floor in the same run, on the same backend
+(:class:`Floor`: the recompute's own read and scoring of everyone, then a bare insert of the
+rows it stages into an empty table without index, key or foreign key, committed) and prints
+the ratio. And the admin queries right after a 10%-changed recompute (:func:`bench_after_write`):
+made in this process (``run_recompute`` warms the statistics) or elsewhere (the cache sees the
+data version move and serves the old value while it refreshes), beside the cached p99.
+
 Prints tables and writes JSON (``bench/results/segmentation.json`` by default). It reports
 against the targets and never fails on time. Wall-clock figures depend on what else runs on the
 machine: the JSON keeps the load average around each case and the CPU time of each recompute.
@@ -40,7 +47,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,13 +62,25 @@ from sqlalchemy.engine import make_url
 from treevu.app import build_services, make_engines
 from treevu.config import Settings
 from treevu.db import EmployeeInputs, EmployeeSegment, SegmentHistory
+from treevu.db.bulk import copy_rows, dbapi_cursor, quote_camel, temp_tables_in_memory
 from treevu.db.migrate import upgrade
 from treevu.population import generate_population
+from treevu.segmentation.engine import score
 from treevu.segmentation.policy import SEGMENTS, default_policy
+from treevu.segmentation.recommendations import recommendation_counts
 from treevu.services.context import Actor, Services
 from treevu.services.people.seed import write_population
 from treevu.services.segmentation import queries as seg
-from treevu.services.segmentation.recompute import RecomputeResult, recompute
+from treevu.services.segmentation.recompute import (
+    RISK_TEXT,
+    STAGE_COLUMNS,
+    RecomputeResult,
+    _profile_rows,
+    plan_batches,
+    profile_hash,
+    read_batch,
+    recompute,
+)
 
 SERVER_URLS: Final = {
     "mariadb": os.environ.get("TREEVU_BENCH_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306"),
@@ -85,6 +104,13 @@ ONE_USER_CALLS: Final = 50
 ADMIN: Final = Actor(1, "admin")
 RESULTS: Final = Path(__file__).parent / "results" / "segmentation.json"
 KINDS: Final = {"first": "first", "steady": "steady", "changed": "10% changed"}
+#: The floor's table: the staged columns, no index, no key, no foreign key.
+FLOOR_TABLE: Final = "bench_floor"
+#: Admin queries right after a write: how the recompute reached the database.
+AFTER_WRITE: Final = {
+    "in_process": "recompute in this process (run_recompute, which warms the cache)",
+    "elsewhere": "recompute in another process (the cache finds out from the data version)",
+}
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 
@@ -123,6 +149,36 @@ class RecomputeRun:
 
 
 @dataclass(slots=True)
+class Floor:
+    """Read + score + a bare insert of the same rows, the median of ``runs`` (wall seconds).
+
+    The honest floor of a first placement on this backend: the recompute's own reading and
+    scoring of every user, then the rows it would stage written the backend's fastest way
+    (``copy_rows``: executemany / COPY / multi-row INSERT) into an empty table with no index,
+    key or foreign key, and committed. No history, no profile upsert, no index upkeep.
+    """
+
+    seconds: float
+    cpu_seconds: float
+    runs: list[float]
+    phases: dict[str, float]
+    #: first placement / floor, wall and CPU (of the medians)
+    ratio: float = 0.0
+    cpu_ratio: float = 0.0
+
+
+@dataclass(slots=True)
+class AfterWrite:
+    """Admin queries right after a 10%-changed recompute (``rounds`` of them), per query."""
+
+    rounds: int
+    recompute_seconds: list[float]  # each round's recompute, the warm included in_process
+    warm_seconds: list[float]  # of which the warm (in_process only)
+    queries: dict[str, Latency]
+    first_call_ms: dict[str, list[float]]  # each round's first call of each query
+
+
+@dataclass(slots=True)
 class Case:
     backend: str
     users: int
@@ -130,8 +186,10 @@ class Case:
     seed_seconds: float = 0.0
     load_average: list[float] = field(default_factory=list)  # 1-minute, before and after
     recompute: dict[str, RecomputeRun] = field(default_factory=dict)
+    floor: Floor | None = None
     one_user: dict[str, Latency] = field(default_factory=dict)
     queries: dict[str, dict[str, Latency]] = field(default_factory=dict)
+    after_write: dict[str, AfterWrite] = field(default_factory=dict)
 
 
 def _reachable(url: str) -> bool:
@@ -242,10 +300,63 @@ class SeededDatabase:
         return self.bulk
 
 
+def _floor_run(bulk: Engine, now: datetime) -> tuple[float, float, dict[str, float]]:
+    """One run of the floor (see :class:`Floor`) on a never-placed database; the table is
+    dropped afterwards."""
+    policy = default_policy()
+    names = [name for name, _ in STAGE_COLUMNS]
+    ddl = ", ".join(f"{name} {kind}" for name, kind in STAGE_COLUMNS)
+    phases = dict.fromkeys(("read", "score", "insert"), 0.0)
+    cutoff = now - timedelta(days=180)
+    gc.collect()
+    cpu, start = time.process_time(), time.perf_counter()
+    with bulk.begin() as conn:
+        temp_tables_in_memory(conn)
+        cursor = dbapi_cursor(conn)
+        cursor.execute(quote_camel(f"CREATE TABLE {FLOOR_TABLE} ({ddl})", conn))
+        batches, _ = plan_batches(conn, None)
+        for batch in batches:
+            t0 = time.perf_counter()
+            read = read_batch(conn, cutoff, batch)
+            t1 = time.perf_counter()
+            profiles = score(read.inputs, policy)
+            rec_count = recommendation_counts(
+                read.inputs, profiles, excluded=(read.excluded_rows, read.excluded_items)
+            )
+            new_hash = profile_hash(profiles, rec_count, policy)
+            every = np.arange(len(read.user_id))
+            rows = _profile_rows(policy, read, profiles, rec_count, new_hash, every)
+            t2 = time.perf_counter()
+            copy_rows(conn, cursor, FLOOR_TABLE, names, rows, text_columns=RISK_TEXT)
+            phases["read"] += t1 - t0
+            phases["score"] += t2 - t1
+            phases["insert"] += time.perf_counter() - t2
+        cursor.close()
+        committing = time.perf_counter()
+    phases["commit"] = time.perf_counter() - committing
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    with bulk.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {FLOOR_TABLE}")
+    return seconds, cpu_seconds, phases
+
+
+def bench_floor(db: SeededDatabase, now: datetime, repeat: int) -> Floor:
+    """The floor, each run on a never-placed database (then put back, so that the first
+    placements do not reuse its freed pages)."""
+    runs = [_floor_run(db.reset(), now) for _ in range(repeat)]
+    seconds, cpu, phases = sorted(runs, key=lambda run: run[0])[(len(runs) - 1) // 2]
+    return Floor(
+        seconds=round(seconds, 3),
+        cpu_seconds=round(cpu, 3),
+        runs=[round(run[0], 3) for run in runs],
+        phases={k: round(v, 3) for k, v in phases.items()},
+    )
+
+
 def bench_recompute(db: SeededDatabase, now: datetime, repeat: int) -> dict[str, RecomputeRun]:
     first = []
-    for k in range(repeat):
-        bulk = db.reset() if k else db.bulk
+    for _ in range(repeat):
+        bulk = db.reset()
         first.append(_timed_recompute(bulk, now))
     steady = [_timed_recompute(bulk, now) for _ in range(repeat)]
     changed = []
@@ -324,6 +435,60 @@ async def bench_queries(settings: Settings, calls: int) -> dict[str, dict[str, L
     return out
 
 
+async def bench_after_write(settings: Settings, calls: int, rounds: int) -> dict[str, AfterWrite]:
+    """Admin queries right after a write: each round changes ~10% of the inputs, recomputes
+    (in this process through ``run_recompute``, or straight through ``recompute`` as another
+    process would), then calls each query ``calls // rounds`` times at once, in turn. Every
+    statistic was asked for before (as on a live admin page)."""
+    async_engine, bulk = make_engines(settings)
+    svc = build_services(settings, async_engine, bulk)
+    calls_per_round = max(1, calls // rounds)
+    out: dict[str, AfterWrite] = {}
+    try:
+        for call in _queries().values():
+            for k in range(len(SEGMENTS)):
+                await call(svc, k)
+        digit = 0
+        for mode in AFTER_WRITE:
+            seconds: dict[str, list[float]] = {name: [] for name in _queries()}
+            firsts: dict[str, list[float]] = {name: [] for name in _queries()}
+            recomputes: list[float] = []
+            warms: list[float] = []
+            for _ in range(rounds):
+                _change_inputs(bulk, EmployeeInputs.user_id % 10 == digit)
+                digit += 1
+                start = time.perf_counter()
+                if mode == "in_process":
+                    result = await seg.run_recompute(svc, None)
+                    warms.append(time.perf_counter() - start - result.timings["total"])
+                else:
+                    recompute(bulk, svc.policy, now=datetime.now(UTC))
+                recomputes.append(time.perf_counter() - start)
+                for k in range(calls_per_round):
+                    for name, call in _queries().items():
+                        began = time.perf_counter()
+                        await call(svc, k)
+                        seconds[name].append(time.perf_counter() - began)
+                        if k == 0:
+                            firsts[name].append(round(seconds[name][-1] * 1000, 3))
+                # Let the background refreshes end before the next write.
+                for key in svc.stats_cache.keys():
+                    task = svc.stats_cache.refreshing(key)
+                    if task is not None:
+                        await task
+            out[mode] = AfterWrite(
+                rounds=rounds,
+                recompute_seconds=[round(x, 3) for x in recomputes],
+                warm_seconds=[round(x, 3) for x in warms],
+                queries={name: Latency.of(values) for name, values in seconds.items()},
+                first_call_ms=firsts,
+            )
+    finally:
+        await async_engine.dispose()
+        bulk.dispose()
+    return out
+
+
 def run_case(backend: str, users: int, *, calls: int, repeat: int) -> Case:
     case = Case(backend, users, load_average=[round(os.getloadavg()[0], 2)])
     if backend != "sqlite" and not _reachable(SERVER_URLS[backend]):
@@ -344,11 +509,17 @@ def run_case(backend: str, users: int, *, calls: int, repeat: int) -> Case:
         del population
         db = SeededDatabase(settings, bulk)
         try:
+            floor = bench_floor(db, now, repeat)
             case.recompute = bench_recompute(db, now, repeat)
+            first = case.recompute["first"]
+            floor.ratio = round(first.seconds / floor.seconds, 2)
+            floor.cpu_ratio = round(first.cpu_seconds / floor.cpu_seconds, 2)
+            case.floor = floor
             case.one_user = bench_one_user(db.bulk, now, min(ONE_USER_CALLS, calls))
         finally:
             db.bulk.dispose()
         case.queries = asyncio.run(bench_queries(settings, calls))
+        case.after_write = asyncio.run(bench_after_write(settings, calls, repeat))
     case.load_average.append(round(os.getloadavg()[0], 2))
     return case
 
@@ -393,6 +564,7 @@ def print_tables(cases: list[Case]) -> None:
         "score",
         "stage",
         "apply",
+        "rebuild",
         "commit",
         "analyze",
     ):
@@ -401,7 +573,7 @@ def print_tables(cases: list[Case]) -> None:
     for case in done:
         for kind, label in KINDS.items():
             run = case.recompute[kind]
-            parts = ("read", "score", "stage", "apply", "commit", "analyze")
+            parts = ("read", "score", "stage", "apply", "rebuild", "commit", "analyze")
             cells = [f"{run.phases.get(p, 0.0):.2f}" for p in parts]
             phases.add_row(
                 case.backend,
@@ -426,6 +598,49 @@ def print_tables(cases: list[Case]) -> None:
                 cells += [f"{lat.p50_ms:.2f}", f"{lat.p99_ms:.2f}{mark}"]
             queries.add_row(case.backend, f"{case.users:,}", name, *cells)
     console.print(queries)
+
+    floors = Table(title="First placement beside its floor (read + score + bare insert, same run)")
+    for column in ("backend", "users", "first placement (cpu)", "floor (cpu)", "ratio (cpu)"):
+        floors.add_column(column, justify="right")
+    floors.add_column("floor: read / score / insert / commit", justify="right")
+    for case in done:
+        if case.floor is None:
+            continue
+        first, floor = case.recompute["first"], case.floor
+        floors.add_row(
+            case.backend,
+            f"{case.users:,}",
+            f"{first.seconds:.2f} ({first.cpu_seconds:.2f})",
+            f"{floor.seconds:.2f} ({floor.cpu_seconds:.2f})",
+            f"{floor.ratio:.2f} ({floor.cpu_ratio:.2f})",
+            " / ".join(
+                f"{floor.phases.get(p, 0.0):.2f}" for p in ("read", "score", "insert", "commit")
+            ),
+        )
+    console.print(floors)
+
+    after = Table(
+        title="Admin queries right after a 10%-changed recompute (ms), beside the cached p99"
+    )
+    for column in ("backend", "users", "recompute", "query"):
+        after.add_column(column)
+    for column in ("p50", "p99", "first calls", "cached p99 (peer)"):
+        after.add_column(column, justify="right")
+    for case in done:
+        for mode, after_run in case.after_write.items():
+            for name, lat in after_run.queries.items():
+                peer = case.queries[name]["cached"].p99_ms
+                after.add_row(
+                    case.backend,
+                    f"{case.users:,}",
+                    mode,
+                    name,
+                    f"{lat.p50_ms:.2f}",
+                    f"{lat.p99_ms:.2f}{_mark(lat.p99_ms, TARGET_QUERY_P99_MS)}",
+                    " / ".join(f"{ms:.1f}" for ms in after_run.first_call_ms[name]),
+                    f"{peer:.2f}",
+                )
+    console.print(after)
 
 
 def _matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, int]]:

@@ -124,33 +124,41 @@ def _scale(scale: dict[str, Any], memory: dict[str, Any]) -> Figure:
     )
 
 
-def _placement(seg: dict[str, Any]) -> Figure:
-    case = next(
-        c for c in seg["cases"] if c.get("backend") == "sqlite" and c.get("users") == 1_000_000
+def _million_sqlite(seg: dict[str, Any]) -> dict[str, Any]:
+    case: dict[str, Any] = next(
+        c for c in seg["cases"] if c["backend"] == "sqlite" and c["users"] == 1_000_000
     )
-    first = case["first"]["seconds"]
-    floor = case["floor"]["seconds"]
+    return case
+
+
+def _placement(seg: dict[str, Any]) -> Figure:
+    case = _million_sqlite(seg)
+    first, floor = case["recompute"]["first"]["seconds"], case["floor"]["seconds"]
     return Figure(
         f"{first:.2f} s",
-        f"floor (read + score + bare insert of the same rows): {floor:.2f} s",
+        f"floor (read + score + bare insert of the same rows, no index): {floor:.2f} s",
         _ratio(first, floor),
         first <= 5,
         "segmentation.json (SQLite, 1M)",
     )
 
 
+#: The admin statistics (cached); the paged lists are read per page by design.
+STATISTICS: Final = ("segment_distribution", "risk_distribution", "segment_stats")
+
+
 def _admin_after_write(seg: dict[str, Any]) -> Figure:
-    case = next(
-        c for c in seg["cases"] if c.get("backend") == "sqlite" and c.get("users") == 1_000_000
-    )
-    after = case["adminAfterWrite"]
-    worst = max(q["p99"] for q in after["queries"].values())
-    cached = max(q["p99"] for q in after["cached"].values())
+    case = _million_sqlite(seg)
+    after = case["after_write"]
+    here = max(after["in_process"]["queries"][q]["p99_ms"] for q in STATISTICS)
+    elsewhere = max(after["elsewhere"]["queries"][q]["p99_ms"] for q in STATISTICS)
+    cached = max(case["queries"][q]["cached"]["p99_ms"] for q in STATISTICS)
     return Figure(
-        f"worst p99 {worst:.1f} ms right after a recompute",
+        f"worst p99 {here:.1f} ms after a recompute in the process, {elsewhere:.1f} ms after "
+        "one in another process",
         f"the same queries warm: worst p99 {cached:.1f} ms",
-        _ratio(worst, cached),
-        worst <= 10,
+        _ratio(max(here, elsewhere), cached),
+        max(here, elsewhere) <= 10,
         "segmentation.json (SQLite, 1M)",
     )
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from cachetools import TTLCache
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +25,9 @@ from treevu.services.notifications.store import Clock, NotificationStore
 from treevu.services.outbox import OutboxRelay
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+#: Cached statistics kept at most (the least recently stored go first).
+STATS_CACHE_ENTRIES: Final = 4096
 __all__ = ["Actor", "Clock", "Services", "StatsCache"]
 
 
@@ -39,29 +47,174 @@ class Actor:
 
 
 class StatsCache:
-    """Admin statistics, cached until the data changes or the TTL runs out.
+    """Admin statistics kept in memory and refreshed off the request path.
 
-    Each entry is keyed by the newest ``employee_segments.lastUpdated`` (an indexed MAX, cheap on
-    every backend), so a recompute from any process — the CLI, another node — invalidates it.
+    Each entry remembers the data version it was computed at (the caller's cheap probe: newest
+    ``employee_segments.lastUpdated`` and the inactive count), so a write from any process —
+    the CLI, another node — is noticed. A request whose version matches a fresh entry gets it.
+    When the version moved (or the entry is older than the TTL) the old value is served at
+    once and one background refresh of that key starts (stale-while-revalidate: concurrent
+    requests share it; its errors are logged, never raised into a request). Background
+    refreshes run one at a time: one write moves every statistic's version, and a dozen scans
+    side by side slowed the requests served meanwhile. Only a key with nothing cached is
+    computed in the request, once for all who ask meanwhile. ``refresh`` computes and stores at
+    once; ``warm`` runs a refresh of everything for any number of callers (after an in-process
+    recompute, and the hourly job), ``warm_in_background`` without waiting for it. A
+    later-started computation of a key is never overwritten by an earlier one.
     """
 
-    def __init__(self, ttl_seconds: float) -> None:
-        self._entries: TTLCache[Hashable, Any] = TTLCache(maxsize=4096, ttl=max(ttl_seconds, 1))
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = max(ttl_seconds, 1)
         self._enabled = ttl_seconds > 0
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, _StatsEntry] = OrderedDict()
+        self._running: dict[Hashable, asyncio.Task[Any]] = {}
+        self._tickets = itertools.count(1)
+        self._cleared = 0  # tickets up to this one were taken before the last clear()
+        self._warming: asyncio.Task[Any] | None = None
+        self._queue: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._warm_ticket = 0  # when the newest warm started
 
     async def get(self, key: Hashable, version: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         if not self._enabled:
             return await compute()
-        full = (key, version)
-        if full in self._entries:
-            value: T = self._entries[full]
+        entry = self._entries.get(key)
+        if entry is None:
+            task = self._start(key, version, compute, queued=False)
+            value: T = await asyncio.shield(task)
             return value
+        if entry.version != version or self._clock() - entry.stored_at > self._ttl:
+            self._start(key, version, compute, queued=True)
+        stale: T = entry.value
+        return stale
+
+    async def refresh(
+        self, key: Hashable, version: Hashable, compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Compute now and store (a later-started computation of the key is never overwritten)."""
+        ticket = next(self._tickets)
         value = await compute()
-        self._entries[full] = value
+        self._store(key, version, value, ticket)
         return value
 
+    async def warm(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work`` (a refresh of every statistic) once for any number of callers: whoever
+        calls while a warm runs waits for it to end, then shares one more that starts after
+        their call (so it sees their write)."""
+        asked = next(self._tickets)
+        loop = asyncio.get_running_loop()
+        while True:
+            task = self._warming
+            if task is None or task.done() or task.get_loop() is not loop:
+                self._warm_ticket = next(self._tickets)
+                task = self._warming = loop.create_task(work())
+                task.add_done_callback(_retrieved)
+            started = self._warm_ticket
+            value: T = await asyncio.shield(task)
+            if started > asked:
+                return value
+
+    def warm_in_background(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """``warm`` without waiting for it (its errors are logged): after a recompute of a few
+        people, whose caller should not wait for every statistic to be computed again."""
+        task = asyncio.get_running_loop().create_task(self.warm(work))
+        self._background.add(task)
+        task.add_done_callback(self._warmed)
+
+    async def settle(self) -> None:
+        """Wait for the warms started in the background (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _warmed(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("warming the statistics failed", exc_info=error)
+
+    def refreshing(self, key: Hashable) -> asyncio.Task[Any] | None:
+        """The background computation of ``key`` running on this event loop, if any."""
+        task = self._running.get(key)
+        if task is None or task.done() or task.get_loop() is not _running_loop():
+            return None
+        return task
+
+    def keys(self) -> list[Hashable]:
+        return list(self._entries)
+
     def clear(self) -> None:
+        """Forget every entry; computations already running store nothing."""
         self._entries.clear()
+        self._running.clear()
+        self._cleared = next(self._tickets)
+
+    def _start(
+        self,
+        key: Hashable,
+        version: Hashable,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        queued: bool,
+    ) -> asyncio.Task[Any]:
+        """The computation of ``key`` running on this loop, or a new one. ``queued``
+        (a background refresh): it waits for the one before it to end, so that a write
+        seen by many statistics at once does not start as many scans side by side."""
+        task = self.refreshing(key)
+        if task is not None:
+            return task
+        loop = asyncio.get_running_loop()
+        work = (
+            self._queued(key, version, compute) if queued else self.refresh(key, version, compute)
+        )
+        task = loop.create_task(work)
+        self._running[key] = task
+        task.add_done_callback(functools.partial(self._refreshed, key))
+        return task
+
+    async def _queued(
+        self, key: Hashable, version: Hashable, compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._queue[0] is not loop:
+            self._queue = (loop, asyncio.Lock())
+        async with self._queue[1]:
+            return await self.refresh(key, version, compute)
+
+    def _refreshed(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("refreshing the statistics %r failed", key, exc_info=error)
+
+    def _store(self, key: Hashable, version: Hashable, value: Any, ticket: int) -> None:
+        entry = self._entries.get(key)
+        if ticket <= self._cleared or (entry is not None and entry.ticket > ticket):
+            return
+        self._entries[key] = _StatsEntry(version, value, self._clock(), ticket)
+        self._entries.move_to_end(key)
+        while len(self._entries) > STATS_CACHE_ENTRIES:
+            self._entries.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _StatsEntry:
+    version: Hashable
+    value: Any
+    stored_at: float
+    ticket: int  # the order its computation started in: a later start saw newer data
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's error as seen: its callers get it, even if all of them left."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass(slots=True)

@@ -35,7 +35,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from treevu.db import AuditLog, JobRun
-from treevu.segmentation.policy import SEGMENTS
 from treevu.services.campaigns.sending import pace_all
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, retry_deadlocks
@@ -126,14 +125,9 @@ async def _refresh_profiles(ctx: JobContext) -> dict[str, Any]:
 
 
 async def _refresh_statistics(ctx: JobContext) -> dict[str, Any]:
-    """Recompute the admin statistics into this process's cache."""
-    svc, admin = ctx.svc, Actor(0, "admin")
-    svc.stats_cache.clear()
-    await queries.get_segment_distribution(svc, admin, queries.Empty())
-    await queries.get_risk_distribution(svc, admin, queries.Empty())
-    for segment in SEGMENTS:
-        await queries.get_segment_stats(svc, admin, queries.SegmentInput(segment=segment))
-    return {"warmed": 2 + len(SEGMENTS)}
+    """Recompute the admin statistics into this process's cache (the old values are served
+    until the new ones are in)."""
+    return {"warmed": await queries.warm_statistics(ctx.svc)}
 
 
 async def _clean_presence(ctx: JobContext) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -20,6 +22,8 @@ from treevu.services.campaigns.sending import CampaignType, target_filter
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError, bad_request, forbidden, not_found
 from treevu.services.segmentation.recompute import RecomputeResult, recompute
+
+log = logging.getLogger(__name__)
 
 
 class Model(BaseModel):
@@ -412,57 +416,109 @@ def _distribution(counts: dict[str, int], names: tuple[str, ...]) -> Distributio
 
 async def get_segment_distribution(svc: Services, actor: Actor, inp: Empty) -> Distribution:
     actor.require_admin()
-
-    async def compute() -> Distribution:
-        return _distribution(await _grouped(svc, EmployeeSegment.segment), SEGMENTS)
-
-    return await svc.stats_cache.get("segments", await _data_version(svc), compute)
+    return await _cached(svc, "segments")  # type: ignore[no-any-return]
 
 
 async def get_risk_distribution(svc: Services, actor: Actor, inp: Empty) -> Distribution:
     actor.require_admin()
-
-    async def compute() -> Distribution:
-        counts = await _grouped(svc, EmployeeSegment.risk_level)
-        return _distribution(counts, tuple(reversed(RISK_LEVELS)))
-
-    return await svc.stats_cache.get("risk", await _data_version(svc), compute)
+    return await _cached(svc, "risk")  # type: ignore[no-any-return]
 
 
 async def get_segment_stats(svc: Services, actor: Actor, inp: SegmentInput) -> SegmentStats:
     actor.require_admin()
-    segment = inp.segment
+    return await _cached(svc, ("stats", inp.segment))  # type: ignore[no-any-return]
 
-    async def compute() -> SegmentStats:
-        where = EmployeeSegment.segment == segment
-        async with svc.sessions() as session:
-            count, wellness, fwi, engagement = (
-                await session.execute(
-                    select(
-                        func.count(),
-                        func.avg(EmployeeSegment.wellness_score),
-                        func.avg(EmployeeSegment.fwi_score),
-                        func.avg(EmployeeSegment.engagement_score),
-                    ).where(where)
-                )
-            ).one()
-            total = await session.scalar(select(func.count()).select_from(EmployeeSegment))
-        risk = await _grouped(svc, EmployeeSegment.risk_level, where)
-        spending = await _grouped(svc, EmployeeSegment.spending_level, where)
-        rule = next(r for r in svc.policy.rules if r.segment == segment)
-        return SegmentStats(
-            segment=segment,
-            count=int(count),
-            percentage=round(100 * count / total, 2) if total else 0.0,
-            avg_wellness_score=None if wellness is None else round(float(wellness), 2),
-            avg_fwi_score=None if fwi is None else round(float(fwi), 2),
-            avg_engagement_score=None if engagement is None else round(float(engagement), 2),
-            risk_distribution={r: risk.get(r, 0) for r in RISK_LEVELS},
-            spending_distribution={s: spending.get(s, 0) for s in SPENDING_LEVELS},
-            intervention_type=rule.intervention_type,
+
+StatsKey = str | tuple[Any, ...]
+
+
+async def _cached(svc: Services, key: StatsKey) -> Any:
+    return await svc.stats_cache.get(key, await _data_version(svc), _statistic(svc, key))
+
+
+def _statistic(svc: Services, key: StatsKey) -> Callable[[], Awaitable[Any]]:
+    """How the cached statistic ``key`` is computed: ``"segments"``, ``"risk"``,
+    ``("stats", segment)`` or ``("targets", segment, campaign type, rising-risk day)``."""
+    match key:
+        case "segments":
+            return lambda: _segment_distribution(svc)
+        case "risk":
+            return lambda: _risk_distribution(svc)
+        case ("stats", segment):
+            return lambda: _segment_stats(svc, segment)
+        case ("targets", segment, campaign_type, rising):
+            return lambda: _target_count(svc, segment, campaign_type, rising)
+    raise ValueError(f"no statistic {key!r}")
+
+
+async def _segment_distribution(svc: Services) -> Distribution:
+    return _distribution(await _grouped(svc, EmployeeSegment.segment), SEGMENTS)
+
+
+async def _risk_distribution(svc: Services) -> Distribution:
+    counts = await _grouped(svc, EmployeeSegment.risk_level)
+    return _distribution(counts, tuple(reversed(RISK_LEVELS)))
+
+
+async def _segment_stats(svc: Services, segment: str) -> SegmentStats:
+    where = EmployeeSegment.segment == segment
+    async with svc.sessions() as session:
+        count, wellness, fwi, engagement = (
+            await session.execute(
+                select(
+                    func.count(),
+                    func.avg(EmployeeSegment.wellness_score),
+                    func.avg(EmployeeSegment.fwi_score),
+                    func.avg(EmployeeSegment.engagement_score),
+                ).where(where)
+            )
+        ).one()
+        total = await session.scalar(select(func.count()).select_from(EmployeeSegment))
+    risk = await _grouped(svc, EmployeeSegment.risk_level, where)
+    spending = await _grouped(svc, EmployeeSegment.spending_level, where)
+    rule = next(r for r in svc.policy.rules if r.segment == segment)
+    return SegmentStats(
+        segment=segment,
+        count=int(count),
+        percentage=round(100 * count / total, 2) if total else 0.0,
+        avg_wellness_score=None if wellness is None else round(float(wellness), 2),
+        avg_fwi_score=None if fwi is None else round(float(fwi), 2),
+        avg_engagement_score=None if engagement is None else round(float(engagement), 2),
+        risk_distribution={r: risk.get(r, 0) for r in RISK_LEVELS},
+        spending_distribution={s: spending.get(s, 0) for s in SPENDING_LEVELS},
+        intervention_type=rule.intervention_type,
+    )
+
+
+async def _target_count(
+    svc: Services, segment: str, campaign_type: CampaignType, rising: date | None
+) -> int:
+    async with svc.sessions() as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(EmployeeSegment)
+                .join(User, User.id == EmployeeSegment.user_id)
+                .where(*target_filter(segment, campaign_type, rising))
+            )
+            or 0
         )
 
-    return await svc.stats_cache.get(("stats", segment), await _data_version(svc), compute)
+
+async def warm_statistics(svc: Services) -> int:
+    """Compute the admin statistics into this process's cache now: both distributions, every
+    segment's stats and the campaign-target totals asked for before. Concurrent calls share
+    one run that starts after the last call; returns how many statistics were computed."""
+    return await svc.stats_cache.warm(lambda: _warm(svc))
+
+
+async def _warm(svc: Services) -> int:
+    version = await _data_version(svc)
+    keys: list[StatsKey] = ["segments", "risk", *(("stats", s) for s in SEGMENTS)]
+    keys += [k for k in svc.stats_cache.keys() if isinstance(k, tuple) and k[0] == "targets"]
+    for key in keys:
+        await svc.stats_cache.refresh(key, version, _statistic(svc, key))
+    return len(keys)
 
 
 async def get_segment_employees(
@@ -537,9 +593,8 @@ async def get_campaign_targets(
     id."""
     actor.require_admin()
     after = decode_cursor(inp.cursor)
-    where = target_filter(
-        inp.segment, inp.campaign_type, svc.clock().date() if inp.rising_risk else None
-    )
+    rising = svc.clock().date() if inp.rising_risk else None
+    where = target_filter(inp.segment, inp.campaign_type, rising)
     stmt = (
         select(EmployeeSegment.user_id)
         .join(User, User.id == EmployeeSegment.user_id)
@@ -552,21 +607,7 @@ async def get_campaign_targets(
     async with svc.sessions() as session:
         ids = list(await session.scalars(stmt))
 
-    async def total() -> int:
-        async with svc.sessions() as session:
-            return int(
-                await session.scalar(
-                    select(func.count())
-                    .select_from(EmployeeSegment)
-                    .join(User, User.id == EmployeeSegment.user_id)
-                    .where(*where)
-                )
-                or 0
-            )
-
-    count = await svc.stats_cache.get(
-        ("targets", inp.segment, inp.campaign_type), await _data_version(svc), total
-    )
+    count = await _cached(svc, ("targets", inp.segment, inp.campaign_type, rising))
     return CampaignTargets(
         segment=inp.segment,
         campaign_type=inp.campaign_type,
@@ -578,7 +619,9 @@ async def get_campaign_targets(
 
 async def run_recompute(svc: Services, user_ids: list[int] | None) -> RecomputeResult:
     """Recompute off the event loop; the segment changes it committed to the outbox are
-    relayed at once."""
+    relayed at once. The admin statistics are computed again: before this returns after a
+    recompute of everyone (so the next request is served fresh from memory), in the background
+    after one of some people."""
     result = await anyio.to_thread.run_sync(
         lambda: recompute(
             svc.bulk_engine,
@@ -588,9 +631,18 @@ async def run_recompute(svc: Services, user_ids: list[int] | None) -> RecomputeR
             user_ids=user_ids,
         )
     )
-    svc.stats_cache.clear()
     if len(result.moves.user_id):
         svc.relay.wake()
+    if result.written and user_ids is not None:
+        # A few people (an input update, a survey): their caller does not wait for every
+        # statistic to be computed again (3 s at 1M people); requests meanwhile get the old
+        # values.
+        svc.stats_cache.warm_in_background(lambda: _warm(svc))
+    elif result.written:
+        try:
+            await warm_statistics(svc)
+        except Exception:  # the recompute is committed; requests refresh what is stale
+            log.exception("warming the admin statistics after a recompute failed")
     return result
 
 
