@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import json
 import os
@@ -700,15 +699,11 @@ def _run(settings: Settings, host: str, port: int, workers: int) -> None:
         os.execv(sys.executable, argv)  # noqa: S606 (this interpreter, our own arguments)
     import uvicorn
 
-    from treevu.app import create_app, ws_options
+    from treevu.app import create_app, tune_collector, ws_options
 
     ws = ws_options(settings)
     served = create_app(settings)
-    # What start-up built (modules, the app, its routes) lives as long as the process: out of
-    # the collector's generations, so that collections walk only what requests and sockets
-    # allocate.
-    gc.collect()
-    gc.freeze()
+    tune_collector()
     uvicorn.run(served, host=host, port=port, log_level="info", **ws)
 
 

@@ -60,3 +60,20 @@ def test_postgresql_has_one_driver_for_the_loop_and_the_bulk_path() -> None:
     settings = Settings(database_url="postgresql+asyncpg://u:pw@h:5433/db")
     assert settings.database_url == "postgresql+psycopg://u:pw@h:5433/db"
     assert settings.sync_database_url == settings.database_url
+
+
+def test_a_server_process_tunes_its_collector() -> None:
+    import gc
+
+    from treevu.app import GC_YOUNG_THRESHOLD, tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        young, middle, old = gc.get_threshold()
+        assert young == GC_YOUNG_THRESHOLD > before[0]
+        assert (middle, old) == before[1:]
+        assert gc.get_freeze_count() > 0  # start-up objects are out of the generations
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
