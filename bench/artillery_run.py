@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -413,13 +412,9 @@ def main() -> None:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
     artillery_version = [v.split()[-1] for v in version.splitlines() if v.startswith("Artillery:")]
     document = {
-        "python": sys.version.split()[0],
+        **common.machine_facts(),
         "node": node.strip(),
         "artillery": artillery_version[0] if artillery_version else None,
-        "machine": platform.machine(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "memoryMb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
         "fdLimit": fds,
         "command": " ".join(sys.argv),
         "loadAtStart": load_at_start,

@@ -27,6 +27,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import platform
 import resource
 import signal
 import socket
@@ -959,6 +960,17 @@ if __name__ == "__main__":
         snapshot_on_sigusr1(Path(sys.argv[1]))
         sys.argv = ["treevu", *sys.argv[2:]]
     main()
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a results file says about where it was measured."""
+    return {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memoryMb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
+    }
 
 
 def git_state() -> dict[str, Any]:

@@ -36,8 +36,6 @@ import collections
 import contextlib
 import json
 import math
-import os
-import platform
 import random
 import signal
 import sqlite3
@@ -782,11 +780,7 @@ def main() -> None:
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "memoryMb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
+        **common.machine_facts(),
         "fdLimit": fds,
         "command": " ".join(sys.argv),
         "loadAtStart": started,
