@@ -552,10 +552,14 @@ def test_serve_refuses_invalid_settings(cli: Cli) -> None:
     for env, name in (
         ({"TREEVU_DATABASE_URL": "oracle://scott@db/orcl"}, "TREEVU_DATABASE_URL"),
         ({"TREEVU_PORT": "70000"}, "TREEVU_PORT"),
+        ({"TREEVU_ROLE": "sockets"}, "TREEVU_ROLE"),
     ):
         done = cli("serve", env=env)
         assert done.returncode != 0
         assert name in flat(done.stderr), done.stderr
+    done = cli("serve", "--role", "sockets")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--role" in flat(done.stderr) and "all, api, ws" in flat(done.stderr), done.stderr
     assert not cli.db.exists()
 
 
