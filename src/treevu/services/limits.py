@@ -29,7 +29,11 @@ class RateLimits:
     ):
         storage: Storage
         if redis_url:
-            storage = RedisStorage("async+" + redis_url, key_prefix="treevu-limits")
+            # redis-py, which the broker uses too: limits' default async client (coredis)
+            # brought beartype and numpy into every process, ~29 MB.
+            storage = RedisStorage(
+                "async+" + redis_url, key_prefix="treevu-limits", implementation="redispy"
+            )
         else:
             storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(storage)
