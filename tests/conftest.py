@@ -190,6 +190,13 @@ class LiveServer:
 
 
 @pytest.fixture
+def seeded_sqlite(sqlite_database: Database) -> Database:
+    """A seeded database for tests that run servers of their own (other settings, restarts)."""
+    seed_and_score(sqlite_database)
+    return sqlite_database
+
+
+@pytest.fixture
 def seeded(database: Database) -> Database:
     seed_and_score(database)
     return database

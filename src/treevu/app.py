@@ -28,7 +28,7 @@ from treevu.notifications.broker import make_broker
 from treevu.notifications.crypto import DataCipher
 from treevu.notifications.metrics import Metrics
 from treevu.notifications.ws_protocol import uvicorn_ws_options
-from treevu.segmentation.policy import default_policy
+from treevu.segmentation.policy import Policy, default_policy
 from treevu.services.auth import TokenVerifier
 from treevu.services.context import Services, StatsCache
 from treevu.services.limits import RateLimits
@@ -80,14 +80,14 @@ def check_migrated(settings: Settings) -> None:
         )
 
 
-def relay_handlers(settings: Settings) -> dict[str, Handler]:
+def relay_handlers(settings: Settings, policy: Policy) -> dict[str, Handler]:
     """What the outbox relay does with each event kind (imported here: the engine behind
     them is not loaded by a socket-only node, which runs no relay)."""
     from treevu.services.notifications import compliance, notices
     from treevu.services.rewards import achievements
 
     return {
-        SEGMENT_CHANGED: notices.segment_changed(default_policy(), settings.survey_valid_days),
+        SEGMENT_CHANGED: notices.segment_changed(policy, settings.survey_valid_days),
         ACHIEVEMENTS_CHECK: achievements.check,
         COMPLIANCE_BATCH: compliance.send_batch,
     }
@@ -106,12 +106,13 @@ def build_services(
     store = NotificationStore(
         sessions, cipher, clock, broker, notify_channel=settings.pg_notify_channel
     )
-    handlers = relay_handlers(settings) if relay else {}
+    policy = default_policy()
+    handlers = relay_handlers(settings, policy) if relay else {}
     return Services(
         settings=settings,
         sessions=sessions,
         bulk_engine=bulk_engine,
-        policy=default_policy(),
+        policy=policy,
         clock=clock,
         cipher=cipher,
         broker=broker,

@@ -661,8 +661,10 @@ def serve(
     """Run the server (HTTP and WebSocket on one port)."""
     settings = _settings()
     if role is not None:
-        if role not in ("all", "api", "ws"):
-            err.print(f"[red]--role: {role!r} is not one of all, api, ws[/red]")
+        from treevu.config import ROLES
+
+        if role not in ROLES:
+            err.print(f"[red]--role: {role!r} is not one of {', '.join(ROLES)}[/red]")
             raise typer.Exit(2)
         os.environ["TREEVU_ROLE"] = role  # for --workers, which read the environment
         settings = settings.model_copy(update={"role": role})

@@ -6,7 +6,7 @@ import base64
 import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,6 +37,11 @@ SYNC_DRIVERS = {
     "mysql+asyncmy": "mysql+pymysql",
     "postgresql+psycopg": "postgresql+psycopg",
 }
+
+
+#: What ``treevu serve`` carries (``--role``, ``TREEVU_ROLE``).
+Role = Literal["all", "api", "ws"]
+ROLES: Final = get_args(Role)
 
 
 class Settings(BaseSettings):
@@ -73,7 +78,7 @@ class Settings(BaseSettings):
     ws_compression: bool = True
     #: What ``treevu serve`` carries: ``all``; ``api`` (HTTP, jobs, outbox; no ``/ws``); ``ws``
     #: (``/ws`` and the health and metrics routes only, nothing of the engine or the admin API).
-    role: Literal["all", "api", "ws"] = "all"
+    role: Role = "all"
     replay_bound: int = Field(default=500, ge=1)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     #: Largest HTTP request body (413 beyond it).

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, pool, select, update
 
-from tests.conftest import Database, LiveServer, free_port, seed_and_score, token_for
+from tests.conftest import Database, LiveServer, free_port, token_for
 from treevu.client import (
     AuthenticationError,
     Backoff,
@@ -308,13 +308,6 @@ async def test_reconnects_after_abort_and_resumes_without_loss_or_duplicates(
     assert len(issued) == 3  # a fresh token for each connection
     assert 0 <= sleep.delays[0] <= Backoff(BASE, CAP).ceiling(0)
     assert first < missed[0]
-
-
-@pytest.fixture
-def seeded_sqlite(sqlite_database: Database) -> Database:
-    """A seeded database for tests that run servers of their own (other settings, restarts)."""
-    seed_and_score(sqlite_database)
-    return sqlite_database
 
 
 @asynccontextmanager

@@ -23,7 +23,6 @@ from tests.integration.test_client import (
     TIMEOUT,
     USER,
     admin_for,
-    seeded_sqlite,
     serving,
     take,
     ws_url,
@@ -86,9 +85,6 @@ async def test_api_and_socket_nodes_share_the_work(seeded_sqlite: Database) -> N
     finally:
         engine.dispose()
     assert status == "delivered"
-
-
-__all__ = ["seeded_sqlite"]  # the fixture, imported from test_client
 
 
 async def test_socket_workers_behind_redis_get_what_an_api_node_creates(

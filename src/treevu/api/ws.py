@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -76,12 +76,9 @@ class Upgrade(NamedTuple):
 
     @classmethod
     def of(cls, scope: Scope) -> Upgrade:
-        wanted = {b"origin": "", b"authorization": ""}
-        for name, value in scope["headers"]:
-            if name in wanted and not wanted[name]:
-                wanted[name] = value.decode("latin-1")
+        headers = Headers(scope=scope)
         last_id = QueryParams(scope.get("query_string", b"")).get("lastId")
-        return cls(wanted[b"origin"] or None, wanted[b"authorization"] or None, last_id)
+        return cls(headers.get("origin"), headers.get("authorization"), last_id)
 
 
 async def websocket_endpoint(ws: WebSocket, upgrade: Upgrade) -> None:

@@ -386,7 +386,6 @@ class Delivery:
             return 0
         cutoff = self._clock() - older_than
         missed: list[int] = []
-        rows: list[Any] = []
         async with self._sessions() as session:
             for start in range(0, len(local), 1000):
                 pairs = await session.execute(
@@ -402,18 +401,22 @@ class Delivery:
                 missed.extend(
                     int(nid) for nid, uid in pairs if not hub.offered_everywhere(uid, nid)
                 )
-            missed = sorted(missed)[:limit]
-            for start in range(0, len(missed), 1000):
-                rows.extend(
-                    await session.execute(
-                        select(_Q.user_id, *_FRAME_COLUMNS)
-                        .where(_Q.id.in_(missed[start : start + 1000]))
-                        .order_by(_Q.id)
-                    )
-                )
+            return await self._offer(session, sorted(missed)[:limit])
+
+    async def _offer(self, session: AsyncSession, ids: Sequence[int]) -> int:
+        """Read ``ids`` (sorted) and offer each to its user's connections here; returns how
+        many were offered. A thousand plain rows at a time, each batch handed over before the
+        next is read: ten thousand at once would be a high-water mark the process keeps as
+        RSS."""
         offered = 0
-        for row in rows:
-            offered += hub.deliver(row[0], self._frame(row[1:]))
+        for start in range(0, len(ids), 1000):
+            rows = await session.execute(
+                select(_Q.user_id, *_FRAME_COLUMNS)
+                .where(_Q.id.in_(ids[start : start + 1000]))
+                .order_by(_Q.id)
+            )
+            for row in rows:
+                offered += self.hub.deliver(row[0], self._frame(row[1:]))
         return offered
 
     # -- rows committed by other processes ------------------------------------------------------
@@ -461,17 +464,7 @@ class Delivery:
                     if nid not in self._local_ids and self.hub.is_connected(uid)
                 )
                 del pairs
-                # A thousand rows at a time, read as plain rows and handed over before the
-                # next: a broadcast of ten thousand would otherwise hold them all at once
-                # (a high-water mark that the process keeps as RSS).
-                for start in range(0, len(foreign), 1000):
-                    rows = await session.execute(
-                        select(_Q.user_id, *_FRAME_COLUMNS)
-                        .where(_Q.id.in_(foreign[start : start + 1000]))
-                        .order_by(_Q.id)
-                    )
-                    for row in rows:
-                        offered += self.hub.deliver(row[0], self._frame(row[1:]))
+                offered = await self._offer(session, foreign)
         self._watermark = newest
         self._local_ids = {nid for nid in self._local_ids if nid > newest}
         return offered
