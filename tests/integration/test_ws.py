@@ -553,36 +553,6 @@ async def test_inbox_operations_over_rest(db: Database) -> None:
         assert bad.status_code == 400 and "cursor" in bad.text
 
 
-async def test_segment_change_notifies_the_user(db: Database) -> None:
-    with serving(db) as server:
-        ws = await connect(server, token_for(db, ALICE))
-        await recv(ws)
-        crisis_inputs = {
-            "monthlyIncome": 1000,
-            "monthlySpending": 5000,
-            "savingsBalance": 0,
-            "monthlyDebtPayments": 900,
-            "ewaAdvances30d": 6,
-            "alerts30d": 9,
-            "activeDays30d": 1,
-            "goalsCompleted90d": 0,
-            "lessonsCompleted90d": 0,
-            "treePoints": 0,
-        }
-        r = httpx.put(
-            f"{server.url}/api/v1/employees/{ALICE}/inputs",
-            json=crisis_inputs,
-            headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"},
-        )
-        assert r.status_code == 200 and r.json()["segment"] == "crisis_intervention"
-        got = (await recv_type(ws, "notification"))["notification"]
-        if got["data"].get("fromSegment") == "crisis_intervention":  # was already in crisis
-            pytest.skip("the seeded user started in crisis")
-        assert got["type"] == "intervention_update"
-        assert got["data"]["toSegment"] == "crisis_intervention" and got["data"]["crisis"] is True
-        await ws.close()
-
-
 async def test_metrics_health_and_readiness(db: Database) -> None:
     with serving(db) as server:
         ws = await connect(server, token_for(db, ALICE))

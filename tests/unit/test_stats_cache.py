@@ -218,3 +218,19 @@ async def test_disabled_cache_always_computes() -> None:
     await cache.get("k", "v1", counted)
     await cache.get("k", "v1", counted)
     assert counted.calls == 2
+
+
+async def test_close_stops_the_refreshes_and_warms_under_way() -> None:
+    """Shutdown leaves no computation pending on a loop that is about to close."""
+    cache = StatsCache(60)
+    assert await cache.get("k", "v1", Computation(1)) == 1
+    refresh = Computation(2, held=True)
+    assert await cache.get("k", "v2", refresh) == 1
+    warm = Computation(3, held=True)
+    cache.warm_in_background(warm)
+    await settle()
+    assert refresh.calls == 1 and warm.calls == 1
+    await cache.close()
+    assert cache.refreshing("k") is None
+    await cache.settle()  # nothing left in the background
+    assert refresh.finished == 0 and warm.finished == 0

@@ -127,6 +127,15 @@ class StatsCache:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
+    async def close(self) -> None:
+        """Stop the warms under way (shutdown: their answers would be for nobody)."""
+        tasks = [*self._background, *self._running.values()]
+        tasks += [self._warming] if self._warming else []
+        tasks = [t for t in tasks if not t.done() and t.get_loop() is asyncio.get_running_loop()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _warmed(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
@@ -244,6 +253,8 @@ class Services:
         await self.store.start()
 
     async def close(self) -> None:
-        """Commit what is waiting, then let go of the broker's connection."""
+        """Stop the statistics' warms, commit what is waiting, then let go of the broker's
+        connection."""
+        await self.stats_cache.close()
         await self.store.close()
         await self.broker.close()
