@@ -37,7 +37,7 @@ CRISIS_INPUTS: dict[str, Any] = {
 
 
 def _admin(db: Database) -> int:
-    return min(uid for (uid,) in rows(db, select(User.id).where(User.role == "admin")))
+    return min(int(uid) for (uid,) in rows(db, select(User.id).where(User.role == "admin")))
 
 
 def _outside_crisis(db: Database, how_many: int) -> list[int]:
@@ -58,6 +58,7 @@ def _put_rest(server: LiveServer, token: str, user: int) -> dict[str, Any]:
         f"{server.url}/api/v1/employees/{user}/inputs",
         json=CRISIS_INPUTS,
         headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
@@ -69,6 +70,7 @@ def _put_trpc(server: LiveServer, token: str, user: int) -> dict[str, Any]:
         f"{server.url}/trpc/segmentation.updateInputs",
         json={"userId": user, "inputs": CRISIS_INPUTS},
         headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()["result"]["data"]
