@@ -88,7 +88,7 @@ def relay_handlers(settings: Settings, policy: Policy) -> dict[str, Handler]:
 
     return {
         SEGMENT_CHANGED: notices.segment_changed(policy, settings.survey_valid_days),
-        ACHIEVEMENTS_CHECK: achievements.check,
+        ACHIEVEMENTS_CHECK: achievements.checker(policy, settings.survey_valid_days),
         COMPLIANCE_BATCH: compliance.send_batch,
     }
 

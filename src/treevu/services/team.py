@@ -1,20 +1,33 @@
 """What a manager sees of their team (SPEC §5, §9 Managers): aggregates that single no one out,
 and the alerts about their direct reports — never an individual's figure.
 
-Small counts are suppressed: a segment with fewer than 5 of the team shows ``"<5"``. A manager
-knows the size of their own team, so one suppressed count — or several adding up to less than
-5 — could be worked out by subtraction; then the smallest counts shown are suppressed too
-(shown ``"suppressed"``) until what is hidden adds up to at least 5 people. A team under 5
-shows nothing but its size.
+What the manager can put together at one moment — the overview, their team's size, and the
+alerts, which name the reports getting emergency support — never gives the number of their
+other reports in a segment, or in any set of segments, when it is 1 to 4:
+
+- A report the alerts name is counted under ``crisis_intervention`` until their intervention
+  ends, whatever their segment now: the manager already knows they are getting emergency
+  support, and the overview does not tell whether they have left crisis.
+- A segment's count is shown only when it is 5 or more and, without the people the alerts
+  name, 0 or 5 or more; otherwise ``"<5"`` (fewer than 5 in it) or ``"suppressed"``.
+- What is hidden can be worked out by subtraction from the team's size; when that would be 1
+  to 4 people the alerts do not name (reports without a profile included), the smallest counts
+  shown are hidden too (``"suppressed"``) until it is 0 or 5 or more.
+
+An empty segment shows ``"<5"`` like any count under 5 (SPEC §9); when what is hidden adds up
+to 0 people, the manager may work out that those segments are empty, which reveals no one.
+Two overviews taken at different times differ by who moved in between: see docs/workflows.md
+§"Managers" for why that is not hidden.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from treevu.db import EmployeeSegment, Intervention, User
 from treevu.segmentation.policy import SEGMENTS
@@ -24,6 +37,8 @@ from treevu.services.errors import bad_request, forbidden
 from treevu.services.interventions import ACTIVE, SUPPORT
 
 Cell = int | Literal["<5", "suppressed"]
+#: Where a report the alerts name is counted.
+CRISIS: Literal["crisis_intervention"] = "crisis_intervention"
 
 
 class Model(BaseModel):
@@ -52,16 +67,32 @@ class TeamAlerts(Model):
     items: list[TeamAlert]
 
 
-def suppress(counts: dict[str, int]) -> dict[str, Cell]:
-    """Counts under 5 as ``"<5"``, plus complementary suppression (see the module)."""
-    cells: dict[str, Cell] = {k: ("<5" if n < MIN_CELL else n) for k, n in counts.items()}
-    hidden = sum(n for k, n in counts.items() if cells[k] == "<5")
-    if any(c == "<5" for c in cells.values()) and hidden < MIN_CELL:
-        for key in sorted((k for k in counts if cells[k] != "<5"), key=lambda k: counts[k]):
-            cells[key] = "suppressed"
-            hidden += counts[key]
-            if hidden >= MIN_CELL:
-                break
+def _small(n: int) -> bool:
+    return 0 < n < MIN_CELL
+
+
+def suppress(
+    counts: Mapping[str, int], known: Mapping[str, int] | None = None, unplaced: int = 0
+) -> dict[str, Cell]:
+    """The cells of a breakdown (see the module): ``known[k]`` of the ``counts[k]`` people in
+    ``k`` are named elsewhere; ``unplaced`` people are in no cell but in the team's size."""
+    unknown = {k: n - (known or {}).get(k, 0) for k, n in counts.items()}
+    cells: dict[str, Cell] = {}
+    for k, n in counts.items():
+        if n < MIN_CELL:
+            cells[k] = "<5"
+        else:
+            cells[k] = "suppressed" if _small(unknown[k]) else n
+    hidden = unplaced + sum(unknown[k] for k, c in cells.items() if not isinstance(c, int))
+    shown = sorted(
+        (k for k, c in cells.items() if isinstance(c, int)),
+        key=lambda k: (unknown[k] == 0, unknown[k], k),
+    )
+    for key in shown:
+        if not _small(hidden):
+            break
+        cells[key] = "suppressed"
+        hidden += unknown[key]
     return cells
 
 
@@ -77,6 +108,16 @@ async def _manager(actor: Actor, inp: TeamInput) -> int:
     raise forbidden("managers and admins only")
 
 
+def _alerted(manager: int) -> tuple[ColumnElement[bool], ...]:
+    """Active direct reports of ``manager`` with an open, contacted or in-progress
+    intervention: whom :func:`get_alerts` names."""
+    return (
+        User.manager_id == manager,
+        User.is_active.is_(True),
+        Intervention.status.in_(ACTIVE),
+    )
+
+
 async def get_overview(svc: Services, actor: Actor, inp: TeamInput) -> TeamOverview:
     manager = await _manager(actor, inp)
     async with svc.sessions() as session:
@@ -85,28 +126,39 @@ async def get_overview(svc: Services, actor: Actor, inp: TeamInput) -> TeamOverv
             .select_from(User)
             .where(User.manager_id == manager, User.is_active.is_(True))
         )
-        rows = (
+        placed = (
             await session.execute(
-                select(EmployeeSegment.segment, func.count())
+                select(EmployeeSegment.user_id, EmployeeSegment.segment)
                 .join(User, User.id == EmployeeSegment.user_id)
                 .where(User.manager_id == manager, User.is_active.is_(True))
-                .group_by(EmployeeSegment.segment)
             )
         ).all()
-    counts = {s: 0 for s in SEGMENTS} | {str(k): int(n) for k, n in rows}
-    return TeamOverview(manager_id=manager, team_size=int(size or 0), segments=suppress(counts))
+        named = set(
+            await session.scalars(
+                select(Intervention.user_id)
+                .join(User, User.id == Intervention.user_id)
+                .where(*_alerted(manager))
+            )
+        )
+    counts: dict[str, int] = dict.fromkeys(SEGMENTS, 0)
+    for uid, segment in placed:
+        counts[CRISIS if uid in named else str(segment)] += 1
+    known = sum(1 for uid, _ in placed if uid in named)
+    team_size = int(size or 0)
+    cells = suppress(counts, {CRISIS: known}, team_size - len(placed))
+    return TeamOverview(manager_id=manager, team_size=team_size, segments=cells)
 
 
 async def get_alerts(svc: Services, actor: Actor, inp: TeamInput) -> TeamAlerts:
-    """Direct reports with an open crisis intervention: who, and the kind of support."""
+    """Active direct reports with an open crisis intervention: who, and the kind of support."""
     manager = await _manager(actor, inp)
     async with svc.sessions() as session:
         rows = (
             await session.execute(
                 select(User.id, User.name, Intervention.created_at)
                 .join(Intervention, Intervention.user_id == User.id)
-                .where(User.manager_id == manager, Intervention.status.in_(ACTIVE))
-                .order_by(Intervention.created_at.desc())
+                .where(*_alerted(manager))
+                .order_by(Intervention.created_at.desc(), Intervention.id.desc())
             )
         ).all()
     return TeamAlerts(

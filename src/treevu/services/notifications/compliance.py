@@ -87,7 +87,9 @@ async def compliance_alert(
     pace = svc.settings.admin_notifications_per_minute
     async with svc.sessions() as session:
         targets = await _targets(session, inp)
-        now = svc.clock()
+        # Whole seconds: the times answered are those stored (MariaDB's DATETIME keeps no
+        # fraction), so a client comparing startsAt to the batches sees the same instants.
+        now = svc.clock().replace(microsecond=0)
         waiting = await session.scalar(
             select(func.max(OutboxEvent.available_at)).where(
                 OutboxEvent.kind == COMPLIANCE_BATCH,

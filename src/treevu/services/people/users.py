@@ -245,6 +245,16 @@ async def submit_survey(svc: Services, actor: Actor, inp: SubmitSurvey) -> Surve
         row.survey_score = float(result.scale_score)
         row.survey_at = now
         await earn(session, inp.user_id, "survey_answered", now)
+        if actor.user_id != inp.user_id:  # an admin answering for someone
+            session.add(
+                AuditLog(
+                    actor_id=actor.user_id,
+                    action="survey.submit",
+                    target=f"user:{inp.user_id}",
+                    detail={"raw": result.raw},
+                    created_at=now,
+                )
+            )
         await session.commit()
     svc.relay.wake()
     await run_recompute(svc, [inp.user_id])

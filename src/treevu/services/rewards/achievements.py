@@ -34,8 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from treevu.db import ACHIEVEMENTS_CHECK, Achievement, EmployeeInputs, OutboxEvent, RewardTier
+from treevu.segmentation.policy import Policy
 from treevu.services.notifications.preferences import unmuted
 from treevu.services.notifications.store import NewNotification
+from treevu.services.outbox import Handler
 from treevu.services.rewards.tiers import Tier, load_tiers, tier_upgrade
 
 MilestoneKind = Literal["fwi", "goals", "points"]
@@ -76,8 +78,27 @@ def _milestone(kind: MilestoneKind, threshold: int, user_id: int) -> NewNotifica
     )
 
 
-async def check(session: AsyncSession, events: Sequence[OutboxEvent]) -> list[NewNotification]:
-    """The relay's handler of ``achievements.check``: record and announce what is new."""
+def checker(policy: Policy, survey_valid_days: int) -> Handler:
+    """The relay's handler of ``achievements.check``: record and announce what is new.
+
+    A ``tier_upgrade`` refreshes the person's recommendations: their ranking is computed again
+    in the relay's transaction (the one the API shows: inputs, segment, what they dismissed or
+    completed) and its first item goes with the announcement — ``recommendationId`` and
+    ``category`` beside SPEC §4's ``tierName``, ``benefits``, ``discountPercentage``.
+    """
+
+    async def handle(session: AsyncSession, events: Sequence[OutboxEvent]) -> list[NewNotification]:
+        return await _check(session, events, policy, survey_valid_days)
+
+    return handle
+
+
+async def _check(
+    session: AsyncSession, events: Sequence[OutboxEvent], policy: Policy, survey_valid_days: int
+) -> list[NewNotification]:
+    # Imported here: the recompute (imported by queries) reads MILESTONES from this module.
+    from treevu.services.segmentation.queries import ranked_for
+
     crossed: dict[int, set[int]] = {}
     for event in events:
         if event.user_id is None:
@@ -108,7 +129,7 @@ async def check(session: AsyncSession, events: Sequence[OutboxEvent]) -> list[Ne
         ).all()
     }
     tiers = await load_tiers(session)
-    now = events[0].processed_at
+    now = events[0].processed_at or events[0].created_at
     rows: list[dict[str, Any]] = []
     items: list[NewNotification] = []
 
@@ -125,6 +146,9 @@ async def check(session: AsyncSession, events: Sequence[OutboxEvent]) -> list[Ne
         ]
         if new_tiers:  # one announcement: the highest tier newly reached
             title, message, data = tier_upgrade(new_tiers[-1])
+            best = await ranked_for(session, policy, uid, now, survey_valid_days, 1)
+            if best:
+                data |= {"recommendationId": best[0].id, "category": best[0].category}
             items.append(NewNotification(uid, "tier_upgrade", title, message, data))
         levelled: tuple[tuple[MilestoneKind, int], ...] = (("points", points), ("goals", goals))
         for kind, value in levelled:
@@ -193,4 +217,4 @@ def baseline(now: datetime) -> list[Insert]:
     return statements
 
 
-__all__ = ["MILESTONES", "Tier", "baseline", "check", "checks_due", "fwi_crossed"]
+__all__ = ["MILESTONES", "Tier", "baseline", "checker", "checks_due", "fwi_crossed"]

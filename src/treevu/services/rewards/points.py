@@ -178,9 +178,9 @@ async def award_points(
     entry, tiers = await retry_deadlocks(transaction)
     if isinstance(entry, PointsAwarded):
         return entry
+    # No recompute: no score, segment rule or recommendation trigger reads the balance. The
+    # relay announces what it reached (and ranks the recommendations again for a new tier).
     svc.relay.wake()
-    # The balance is an input of the profile and of the recommendations' triggers.
-    await run_recompute(svc, [inp.user_id])
     return PointsAwarded(
         entry_id=entry.id,
         user_id=inp.user_id,

@@ -133,21 +133,33 @@ async def get_my_tier(svc: Services, actor: Actor, inp: Empty) -> MyTier:
     )
 
 
+def _check_table(tiers: Sequence[TierIn]) -> None:
+    """Refuse a table with no tier at 0 points, or a threshold or name used twice, naming the
+    field at fault by its place in the request (``tiers[2].minPoints``)."""
+    lowest = min(range(len(tiers)), key=lambda k: tiers[k].min_points)
+    if tiers[lowest].min_points != 0:
+        raise bad_request(
+            f"tiers[{lowest}].minPoints",
+            f"the lowest tier must start at 0 points, not {tiers[lowest].min_points}",
+        )
+    for field, attr in (("minPoints", "min_points"), ("name", "name")):
+        first: dict[object, int] = {}
+        for k, tier in enumerate(tiers):
+            value = getattr(tier, attr)
+            if value in first:
+                raise bad_request(
+                    f"tiers[{k}].{field}", f"{value!r} is also tiers[{first[value]}]'s"
+                )
+            first[value] = k
+
+
 async def set_tiers(svc: Services, actor: Actor, inp: TiersUpdate) -> list[TierOut]:
     """Admin: replace the tier table. The lowest tier starts at 0 points; thresholds and names
     are unique. Tiers already announced to someone are not announced again (the achievements
     keep their names)."""
     actor.require_admin()
+    _check_table(inp.tiers)
     tiers = sorted(inp.tiers, key=lambda t: t.min_points)
-    if tiers[0].min_points != 0:
-        raise bad_request("tiers", "the lowest tier must start at 0 points")
-    for k, (a, b) in enumerate(zip(tiers, tiers[1:], strict=False), start=1):
-        if a.min_points == b.min_points:
-            raise bad_request(f"tiers[{k}].minPoints", f"{b.min_points} is used twice")
-    names = [t.name for t in tiers]
-    for name in names:
-        if names.count(name) > 1:
-            raise bad_request("tiers.name", f"{name!r} is used twice")
     async with svc.sessions() as session:
         await session.execute(delete(RewardTier))
         await session.execute(

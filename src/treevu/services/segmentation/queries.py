@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from treevu.db import EmployeeInputs, EmployeeSegment, Intervention, RecommendationEvent, User
+from treevu.db import (
+    AuditLog,
+    EmployeeInputs,
+    EmployeeSegment,
+    Intervention,
+    RecommendationEvent,
+    User,
+)
 from treevu.segmentation.engine import Inputs, score
 from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy, SegmentName
 from treevu.segmentation.recommendations import CATALOG, rank_recommendations
@@ -647,14 +654,27 @@ async def run_recompute(svc: Services, user_ids: list[int] | None) -> RecomputeR
 
 
 async def bulk_update_segments(svc: Services, actor: Actor, inp: Empty) -> RecomputeOut:
+    """Admin: recompute everyone's profile (``recompute --all``), audited with what it did."""
     actor.require_admin()
     result = await run_recompute(svc, None)
-    return RecomputeOut(
+    out = RecomputeOut(
         scored=result.scored,
         written=result.written,
         segment_changes=len(result.segment_changes),
         seconds=round(result.timings.get("total", 0.0), 3),
     )
+    async with svc.sessions() as session:
+        session.add(
+            AuditLog(
+                actor_id=actor.user_id,
+                action="segmentation.bulkUpdateSegments",
+                target="segments",
+                detail=out.model_dump(by_alias=True, exclude={"seconds"}),
+                created_at=svc.clock(),
+            )
+        )
+        await session.commit()
+    return out
 
 
 async def recompute_my_profile(svc: Services, actor: Actor, inp: Empty) -> WellnessProfile:
