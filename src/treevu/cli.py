@@ -8,10 +8,11 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from treevu.config import Settings
     from treevu.services.context import Services
     from treevu.services.notifications.store import NewNotification
+    from treevu.services.people.importer import RowError
     from treevu.services.segmentation.recompute import RecomputeResult
 from rich.console import Console
 
@@ -49,6 +51,14 @@ ERRORS_SHOWN = 200
 out = Console()
 
 
+class StartupFailure(Exception):
+    """What keeps a command from starting, as the lines that name the setting and the fix."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
 def _settings() -> Settings:
     from pydantic import ValidationError
 
@@ -57,10 +67,12 @@ def _settings() -> Settings:
     try:
         settings = Settings().with_local_secrets()
     except ValidationError as exc:
-        for e in exc.errors():
-            name = "TREEVU_" + "_".join(str(p) for p in e["loc"]).upper()
-            err.print(f"[red]invalid setting {name}: {e['msg']}[/red]", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise StartupFailure(
+            *(
+                f"invalid setting TREEVU_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+        ) from exc
     scheme = os.environ.get("TREEVU_DATABASE_URL", "").split("://", 1)[0]
     if scheme in ASYNC_DRIVERS:
         err.print(f"note: TREEVU_DATABASE_URL {scheme}://… is read as {ASYNC_DRIVERS[scheme]}://…")
@@ -85,8 +97,7 @@ def _check_keys(settings: Settings) -> None:
             check()
         except ValueError as exc:
             reason = str(exc).splitlines()[0].split(". See ")[0]
-            err.print(f"[red]invalid setting {name}: {reason}[/red]", soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise StartupFailure(f"invalid setting {name}: {reason}") from exc
 
 
 def _bulk_engine(settings: Settings) -> Any:
@@ -98,13 +109,36 @@ def _bulk_engine(settings: Settings) -> Any:
 
 
 def _require_migrated(settings: Settings) -> None:
+    """A new or unmigrated database is one line naming the setting and ``treevu db upgrade``
+    (exit 2); a SQLite file that does not exist is not created by looking at it."""
+    from sqlalchemy import make_url
+
     from treevu.app import NotMigrated, check_migrated
 
+    setting = _database_setting(settings.database_url)
+    path = make_url(settings.sync_database_url).database
+    if settings.is_sqlite and path not in (None, "", ":memory:") and not Path(path).exists():
+        raise StartupFailure(
+            f"cannot use the database {setting}: the file {path} does not exist; "
+            "`treevu db upgrade` creates it"
+        )
     try:
         check_migrated(settings)
     except NotMigrated as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise StartupFailure(f"cannot use the database {setting}: {exc}") from exc
+
+
+def _database_setting(url: str | None) -> str:
+    """``TREEVU_DATABASE_URL=…`` as it is read, its password hidden."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url:
+        return "TREEVU_DATABASE_URL (unset: the default SQLite file ./.treevu/treevu.db)"
+    try:
+        return f"TREEVU_DATABASE_URL={make_url(url).render_as_string()}"
+    except ArgumentError:
+        return "TREEVU_DATABASE_URL"
 
 
 class _Bar:
@@ -366,16 +400,11 @@ def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = F
             engine, io.StringIO(text, newline=""), skip_invalid=skip_invalid, now=datetime.now(UTC)
         )
     except ImportRejected as exc:
-        for e in exc.errors[:ERRORS_SHOWN]:
-            err.print(f"{file}:{e}", soft_wrap=True)
-        if len(exc.errors) > ERRORS_SHOWN:
-            err.print(f"… and {len(exc.errors) - ERRORS_SHOWN:,} more errors")
-        rows = len({e.line for e in exc.errors})
+        rows = _print_row_errors(file, exc.errors, "")
         err.print(f"[red]nothing imported: {len(exc.errors)} error(s) in {rows} row(s)[/red]")
         raise typer.Exit(1) from exc
-    for e in report.errors:
-        err.print(f"{file}:{e} (skipped)")
-    out.print(f"imported {report.applied:,} {kind}; skipped {len(report.errors):,}")
+    skipped = _print_row_errors(file, report.errors, " (skipped)")
+    out.print(f"imported {report.applied:,} {kind}; skipped {skipped:,} rows")
     if recompute_after and report.user_ids:
         result = _recompute(settings, engine, report.user_ids)
         out.print(
@@ -383,6 +412,15 @@ def _import(kind: str, file: Path, skip_invalid: bool, recompute_after: bool = F
             f"{len(result.segment_changes):,} segment changes"
         )
         _relay_events(settings)
+
+
+def _print_row_errors(file: Path, errors: Sequence[RowError], suffix: str) -> int:
+    """The first ``ERRORS_SHOWN`` errors, one a line, and how many more; returns the rows."""
+    for e in errors[:ERRORS_SHOWN]:
+        err.print(f"{file}:{e}{suffix}", soft_wrap=True, markup=False, highlight=False)
+    if len(errors) > ERRORS_SHOWN:
+        err.print(f"… and {len(errors) - ERRORS_SHOWN:,} more errors")
+    return len({e.line for e in errors})
 
 
 @import_app.command("users")
@@ -607,41 +645,14 @@ def jobs_run(name: Annotated[str, typer.Argument(help="a job from `treevu jobs l
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt stored notification data under the first TREEVU_ENCRYPTION_KEY."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from treevu.db import NotificationQueue
     from treevu.notifications.crypto import DataCipher
+    from treevu.services.notifications.keys import rotate_stored_data
 
     settings = _settings()
     _require_migrated(settings)
     assert settings.encryption_key is not None
-    try:
-        cipher = DataCipher(settings.encryption_key)
-    except ValueError as exc:
-        err.print(f"[red]TREEVU_ENCRYPTION_KEY: {exc}[/red]")
-        raise typer.Exit(2) from exc
-    engine = _bulk_engine(settings)
-    rotated = 0
-    last = 0
-    while True:
-        with Session(engine) as session, session.begin():
-            batch = list(
-                session.scalars(
-                    select(NotificationQueue)
-                    .where(NotificationQueue.id > last, NotificationQueue.data.is_not(None))
-                    .order_by(NotificationQueue.id)
-                    .limit(1000)
-                )
-            )
-            for row in batch:
-                new = cipher.rotate(row.data)
-                if new != row.data:
-                    row.data = new
-                    rotated += 1
-        if not batch:
-            break
-        last = batch[-1].id
+    cipher = DataCipher(settings.encryption_key)  # _settings() refused a bad key
+    rotated = rotate_stored_data(_bulk_engine(settings), cipher)
     out.print(f"re-encrypted {rotated:,} notifications under the first key")
 
 
@@ -683,9 +694,10 @@ def _require_free_port(host: str, port: int, how: str) -> None:
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((host, port))
-    except OSError:
-        err.print(f"[red]port {port} on {host} is in use; pick another: {how} {port + 1}[/red]")
-        raise typer.Exit(2) from None
+    except OSError as exc:
+        raise StartupFailure(
+            f"port {port} on {host} is in use; pick another: {how} {port + 1}"
+        ) from exc
     finally:
         probe.close()
 
@@ -762,27 +774,36 @@ def demo(
 
 
 def main() -> None:
-    """``treevu``: a failure to reach the database is two lines naming the setting (exit 2);
-    ``--debug`` anywhere on the command line shows the traceback instead. Each command
-    imports what it uses, so that ``--help`` and the light commands start fast."""
+    """``treevu``: a start-up failure (a setting, a key, the database, the port) is a line or
+    two naming the setting and the fix, exit code 2; ``--debug`` anywhere on the command line
+    shows the traceback of its cause before them. Each command imports what it uses, so that
+    ``--help`` and the light commands start fast."""
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
     try:
         app()
+    except StartupFailure as failure:
+        _explain(failure, failure.__cause__ or failure, debug)
     except Exception as exc:
-        from sqlalchemy import make_url
         from sqlalchemy.exc import DBAPIError
 
-        if debug or not isinstance(exc, DBAPIError):
+        if not isinstance(exc, DBAPIError):
             raise
-        settings_url = os.environ.get("TREEVU_DATABASE_URL", "the default SQLite file")
-        shown = make_url(settings_url).render_as_string() if "://" in settings_url else settings_url
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        err.print(
-            f"[red]cannot use the database TREEVU_DATABASE_URL={shown}: {reason}[/red]",
-            soft_wrap=True,
+        setting = _database_setting(os.environ.get("TREEVU_DATABASE_URL"))
+        unusable = StartupFailure(
+            f"cannot use the database {setting}: {reason}",
+            "check that the server runs and the database exists (create it on the server; "
+            "`treevu db upgrade` creates its tables); --debug shows the traceback",
         )
-        err.print("check that the server runs and the database exists (treevu db upgrade creates "
-                  "the tables); --debug shows the traceback", soft_wrap=True)  # fmt: skip
-        raise SystemExit(2) from None
+        _explain(unusable, exc, debug)
+
+
+def _explain(failure: StartupFailure, cause: BaseException, debug: bool) -> NoReturn:
+    """Print the failure's lines (after the traceback of its cause with ``--debug``); exit 2."""
+    if debug:
+        traceback.print_exception(cause)
+    for line in failure.lines:
+        err.print(line, style="red", soft_wrap=True, markup=False, highlight=False)
+    raise SystemExit(2)

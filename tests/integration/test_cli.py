@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy.engine import make_url
 
-from tests.conftest import SECRET, free_port
+from tests.conftest import POSTGRES_URL, SECRET, _reachable, free_port, unavailable
 from treevu.config import Settings
 from treevu.population import ADMIN_EMAIL, generate_population
 from treevu.segmentation.engine import INPUT_NAMES, Inputs, Profile, profile_at, score
@@ -198,9 +200,15 @@ def seeded(migrated: Cli) -> Cli:
 
 
 def test_seed_needs_a_migrated_database(cli: Cli) -> None:
+    """A database file that does not exist yet: one line naming the setting and the fix, exit
+    2, and the file is not created by looking for it."""
     done = cli("seed", "--users", "50")
-    assert done.returncode != 0
-    assert "treevu db upgrade" in flat(done.stderr + done.stdout)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"TREEVU_DATABASE_URL=sqlite+aiosqlite:///{cli.db}" in lines[0]
+    assert "does not exist" in lines[0] and "`treevu db upgrade`" in lines[0]
+    assert not cli.db.exists()
 
 
 def test_db_upgrade_is_idempotent_and_seed_is_deterministic(migrated: Cli, tmp_path: Path) -> None:
@@ -536,6 +544,31 @@ def test_bad_arguments_fail_clearly_and_change_nothing(seeded: Cli) -> None:
     assert database_state(seeded) == before
 
 
+# --- keys rotate ------------------------------------------------------------------------------
+
+
+def test_keys_rotate_re_encrypts_stored_data_under_the_first_key(seeded: Cli) -> None:
+    from cryptography.fernet import Fernet
+
+    from treevu.notifications.crypto import DataCipher
+
+    old, new = seeded.env["TREEVU_ENCRYPTION_KEY"], Fernet.generate_key().decode()
+    data = {"amount": 120, "note": "kept as it is"}
+    seeded.ok("notify", "--user", str(EMPLOYEE), "--type", "milestone", "--title", "T",
+              "--message", "M", "--data", json.dumps(data))  # fmt: skip
+    query = "SELECT data FROM notification_queue WHERE userId = ?"
+    [(sealed,)] = [(json.loads(d),) for (d,) in seeded.query(query, EMPLOYEE)]
+    assert set(sealed["amount"]) == {"$enc"} and sealed["note"] == data["note"]
+
+    done = seeded("keys", "rotate", env={"TREEVU_ENCRYPTION_KEY": f"{new},{old}"})
+    assert done.returncode == 0, done.stderr
+    assert "re-encrypted 1 notifications under the first key" in done.stdout
+    [(rotated,)] = [(json.loads(d),) for (d,) in seeded.query(query, EMPLOYEE)]
+    assert rotated != sealed and rotated["note"] == data["note"]
+    assert DataCipher(new).open(rotated) == data
+    assert DataCipher(old).open(rotated) == {**data, "amount": None}  # the old key is retired
+
+
 # --- serve ------------------------------------------------------------------------------------
 
 
@@ -543,8 +576,12 @@ def test_serve_refuses_an_unmigrated_database(cli: Cli) -> None:
     cli.db.parent.mkdir(parents=True, exist_ok=True)
     cli.db.touch()
     done = cli("serve", "--port", str(free_port()))
-    assert done.returncode != 0
-    assert "treevu db upgrade" in flat(done.stderr + done.stdout)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"TREEVU_DATABASE_URL=sqlite+aiosqlite:///{cli.db}" in lines[0]
+    assert "migration none" in lines[0] and "`treevu db upgrade`" in lines[0]
+    assert "Traceback" not in done.stderr
     assert cli.query("SELECT name FROM sqlite_master") == [], "serve must not create tables"
 
 
@@ -555,8 +592,12 @@ def test_serve_refuses_invalid_settings(cli: Cli) -> None:
         ({"TREEVU_ROLE": "sockets"}, "TREEVU_ROLE"),
     ):
         done = cli("serve", env=env)
-        assert done.returncode != 0
-        assert name in flat(done.stderr), done.stderr
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines and all(line.startswith(f"invalid setting {name}: ") for line in lines), (
+            done.stderr
+        )
+        assert "Traceback" not in done.stderr
     done = cli("serve", "--role", "sockets")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--role" in flat(done.stderr) and "all, api, ws" in flat(done.stderr), done.stderr
@@ -595,6 +636,81 @@ def test_demo_refuses_a_port_in_use_before_announcing_anything(cli: Cli) -> None
     assert done.returncode == 2
     assert f"port {port}" in flat(done.stderr) and "--port" in flat(done.stderr)
     assert "token" not in done.stdout and "running" not in done.stdout
+
+
+def test_serve_refuses_a_port_in_use_naming_port(migrated: Cli) -> None:
+    """Refused before anything is announced; ``--debug`` shows the traceback of the bind."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done, debug = migrated.many(
+            ("serve", "--port", str(port)), ("serve", "--port", str(port), "--debug")
+        )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in lines[0]
+    assert f"treevu serve --port {port + 1}" in lines[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert debug.returncode == 2, debug.stderr
+    assert "Traceback" in debug.stderr and "OSError" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == lines[0]
+
+
+def test_debug_shows_the_traceback_of_every_start_up_failure(migrated: Cli) -> None:
+    """A bad setting, a bad key, an unmigrated database: the same lines, after the traceback."""
+    empty = migrated.cwd / "empty.db"
+    empty.touch()
+    failures = (
+        ({"TREEVU_PORT": "70000"}, "ValidationError", "invalid setting TREEVU_PORT: "),
+        (
+            {"TREEVU_ENCRYPTION_KEY": "not-a-key"},
+            "ValueError",
+            "invalid setting TREEVU_ENCRYPTION_KEY: ",
+        ),
+        (
+            {"TREEVU_DATABASE_URL": f"sqlite+aiosqlite:///{empty}"},
+            "NotMigrated",
+            f"cannot use the database TREEVU_DATABASE_URL=sqlite+aiosqlite:///{empty}: ",
+        ),
+    )
+    for env, raised, line in failures:
+        done = migrated("jobs", "list", "--debug", env=env)
+        assert done.returncode == 2, (env, done.stderr)
+        assert done.stderr.startswith("Traceback (most recent call last):"), done.stderr
+        assert raised in done.stderr, (raised, done.stderr)
+        assert done.stderr.strip().splitlines()[-1].startswith(line), done.stderr
+
+
+def test_an_unreachable_mariadb_is_two_lines_naming_the_setting(cli: Cli) -> None:
+    url = f"mysql+asyncmy://root:secret@127.0.0.1:{free_port()}/treevu"  # nobody listens
+    done = cli("jobs", "list", env={"TREEVU_DATABASE_URL": url})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr
+    shown = url.replace(":secret@", ":***@")
+    assert f"cannot use the database TREEVU_DATABASE_URL={shown}: " in lines[0]
+    assert "Can't connect" in lines[0] and "treevu db upgrade" in lines[1]
+    assert "secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_postgresql_database_is_two_lines_naming_the_setting(cli: Cli) -> None:
+    server = make_url(POSTGRES_URL)
+    if not _reachable(server.host or "127.0.0.1", server.port or 5432):
+        unavailable("postgresql")
+    url = server.set(database=f"treevu_missing_{uuid.uuid4().hex[:10]}")
+    text = url.render_as_string(hide_password=False)
+    done = cli("segment", "recompute", "--all", env={"TREEVU_DATABASE_URL": text})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr
+    assert f"cannot use the database TREEVU_DATABASE_URL={url.render_as_string()}: " in lines[0]
+    assert f'database "{url.database}" does not exist' in lines[0]
+    assert "the database exists" in lines[1] and "treevu db upgrade" in lines[1]
+    assert "Traceback" not in done.stderr
 
 
 def test_an_unreachable_database_is_two_lines_naming_the_setting(cli: Cli) -> None:
@@ -640,6 +756,79 @@ def test_import_reports_every_error_of_every_row_and_applies_nothing(seeded: Cli
     for column in ("email", "name", "role", "managerId"):
         assert f"line 2: {column}" in errors, (column, done.stderr)
     assert database_state(seeded) == before
+
+
+def test_import_checks_the_database_for_every_row_beside_its_field_errors(seeded: Cli) -> None:
+    """A stolen id, an unknown manager or user is reported with the row's other errors and those
+    of other rows; a manager whose own row is bad makes the report's row bad too."""
+    email = dict(seeded.query("SELECT id, email FROM users WHERE id IN (5, 7, 8)"))
+    users = seeded.cwd / "users.csv"
+    users.write_text(
+        "id,email,name,role,managerId,department\n"
+        "5,not-an-email,,employee,999,Ops\n"  # line 2: two field errors, two database errors
+        ",x@example.com,X,emperor,,Ops\n"
+        "7,someone.new@example.com,New,employee,,Ops\n"
+        "8,z@example.com,Z,employee,99999,Ops\n"
+        "300,boss@example.com,Boss,wizard,,Ops\n"
+        ",report@example.com,Report,employee,300,Ops\n"
+        ",fresh@example.com,Fresh,employee,1,Ops\n",
+        encoding="utf-8",
+    )
+    expected = [
+        "line 2: email: not an e-mail address",
+        "line 2: name: is required",
+        f"line 2: id: id 5 belongs to {email[5]}",
+        "line 2: managerId: no user 999",
+        "line 3: role: unknown role 'emperor'",
+        f"line 4: id: id 7 belongs to {email[7]}",
+        f"line 5: id: id 8 belongs to {email[8]}",
+        "line 5: managerId: no user 99999",
+        "line 6: role: unknown role 'wizard'",
+        "line 7: managerId: user 300 is not imported: line 6 has errors",
+    ]
+    before = database_state(seeded)
+    done = seeded("import", "users", str(users))
+    assert done.returncode == 1
+    printed = [line.split(".csv:", 1)[1] for line in done.stderr.splitlines() if ".csv:" in line]
+    assert [p[: len(e)] for p, e in zip(printed, expected, strict=True)] == expected, printed
+    assert "nothing imported: 10 error(s) in 6 row(s)" in flat(done.stderr)
+    assert database_state(seeded) == before
+
+    done = seeded("import", "users", str(users), "--skip-invalid")
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 users; skipped 6 rows" in done.stdout
+    assert seeded.query("SELECT managerId FROM users WHERE email = 'fresh@example.com'") == [(1,)]
+    assert seeded.query("SELECT COUNT(*) FROM users") == [(201,)]
+
+    inputs = seeded.cwd / "inputs.csv"
+    inputs.write_text(
+        _inputs_csv([{**RECORD, "userId": 99999, "monthlySpending": -20}, {**RECORD, "userId": 1}]),
+        encoding="utf-8",
+    )
+    done = seeded("import", "inputs", str(inputs))
+    assert done.returncode == 1
+    errors = flat(done.stderr)
+    assert "line 2: monthlySpending" in errors and "line 2: userId: no user 99999" in errors
+    assert "2 error(s) in 1 row(s)" in errors, done.stderr
+
+
+def test_import_prints_the_first_200_errors_and_counts_the_rest(seeded: Cli) -> None:
+    uid = int(POPULATION.user_id[POPULATION.has_inputs][-1])
+    rows = [{**RECORD, "userId": uid, "monthlySpending": -1, "alerts30d": -1}] * 150
+    path = seeded.cwd / "many.csv"
+    path.write_text(_inputs_csv(rows), encoding="utf-8")
+    for args, status, tail, summary in (
+        ((), 1, "", "nothing imported: 300 error(s) in 150 row(s)"),
+        (("--skip-invalid",), 0, " (skipped)", "imported 0 inputs; skipped 150 rows"),
+    ):
+        done = seeded("import", "inputs", str(path), "--no-recompute", *args)
+        assert done.returncode == status, done.stderr[-500:]
+        printed = [line for line in done.stderr.splitlines() if line.startswith(f"{path}:line")]
+        assert len(printed) == 200, done.stderr[-500:]
+        assert printed[0] == f"{path}:line 2: monthlySpending: must not be negative, got -1.0{tail}"
+        assert printed[-1].startswith(f"{path}:line 101: alerts30d")
+        assert "… and 100 more errors" in done.stderr
+        assert summary in flat(done.stderr + done.stdout)
 
 
 @pytest.mark.parametrize("columns", [60, 200])

@@ -84,7 +84,8 @@ class _RowProblem(Exception):
 
 
 def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowError]]:
-    """Every row's user, and every error of every row."""
+    """Every row's user, and every error of every row. A row with errors is returned too (a
+    field that did not parse is None), for the checks that need the database."""
     reader = _reader(lines, ("email", "name"))
     rows: list[dict[str, Any]] = []
     errors: list[RowError] = []
@@ -118,26 +119,27 @@ def parse_users(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowErr
                 ids[column] = _int(line, column, record.get(column), optional=True)
             except _RowProblem as problem:
                 found.append(problem.error)
-        if found:
-            errors.extend(found)
-            continue
         rows.append(
             {
-                "id": ids["id"],
+                "id": ids.get("id"),
                 "email": email,
                 "name": name,
                 "role": role,
-                "managerId": ids["managerId"],
+                "managerId": ids.get("managerId"),
                 "department": (record.get("department") or "").strip() or None,
                 "_line": line,
             }
         )
-        seen.add(email)
+        errors.extend(found)
+        if not found:
+            seen.add(email)
     return rows, errors
 
 
 def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowError]]:
-    """Every row's inputs, and every error of every row (each field is checked on its own)."""
+    """Every row's inputs, and every error of every row (each field is checked on its own). A
+    row with errors is returned too (without the fields that failed), for the ``userId`` check
+    that needs the database."""
     required = tuple(n for n in INPUT_NAMES if n != "surveyScore")
     reader = _reader(lines, ("userId", *required))
     rows: list[dict[str, Any]] = []
@@ -176,10 +178,8 @@ def parse_inputs(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[RowEr
             if name in (*COUNT_INPUTS, "treePoints") and checked[name] > MAX_INT:
                 # 32-bit INTEGER columns on PostgreSQL and MariaDB
                 found.append(RowError(line, name, f"must be at most {MAX_INT}"))
-        if found:
-            errors.extend(found)
-        else:
-            rows.append({**checked, "userId": user_id, "_line": line})
+        errors.extend(found)
+        rows.append({**checked, "userId": user_id, "_line": line})
     return rows, errors
 
 
@@ -188,21 +188,46 @@ def import_users(
 ) -> ImportReport:
     rows, errors = parse_users(lines)
     with Session(engine) as session, session.begin():
-        known = {u for u in session.scalars(select(User.id))}
         email_of = {uid: email for uid, email in session.execute(select(User.id, User.email))}
-        ids_in_file = {r["id"] for r in rows if r["id"] is not None}
-        good: list[dict[str, Any]] = []
         for row in rows:
             owner = email_of.get(row["id"])
             if owner is not None and owner != row["email"]:
                 errors.append(RowError(row["_line"], "id", f"id {row['id']} belongs to {owner}"))
-                continue
-            manager = row["managerId"]
-            if manager is not None and manager not in known and manager not in ids_in_file:
-                errors.append(RowError(row["_line"], "managerId", f"no user {manager}"))
-                continue
-            good.append(row)
+        errors += _manager_errors(rows, set(email_of), {e.line for e in errors})
+        bad = {e.line for e in errors}
+        good = [row for row in rows if row["_line"] not in bad]
         return _apply(errors, skip_invalid, len(good), lambda: _write_users(session, good, now))
+
+
+def _manager_errors(rows: list[dict[str, Any]], known: set[int], bad: set[int]) -> list[RowError]:
+    """Every row's ``managerId`` that is no stored user and no user of the file; and, for a row
+    otherwise good, a manager whose own row of the file has errors (``skip_invalid`` would
+    leave them out, and the report would point at no one)."""
+    line_of = {row["id"]: row["_line"] for row in rows if row["id"] is not None}
+    found: dict[int, RowError] = {}
+    for row in rows:
+        manager, line = row["managerId"], row["_line"]
+        if manager is not None and manager not in known and manager not in line_of:
+            found[line] = RowError(line, "managerId", f"no user {manager}")
+    while True:  # a bad manager's row makes their reports' rows bad, down the chain
+        blocked = bad | found.keys()
+        cascaded = [
+            row
+            for row in rows
+            if row["managerId"] in line_of
+            and row["managerId"] not in known
+            and line_of[row["managerId"]] in blocked
+            and row["_line"] not in blocked
+        ]
+        if not cascaded:
+            return list(found.values())
+        for row in cascaded:
+            manager = row["managerId"]
+            found[row["_line"]] = RowError(
+                row["_line"],
+                "managerId",
+                f"user {manager} is not imported: line {line_of[manager]} has errors",
+            )
 
 
 def import_inputs(
@@ -211,12 +236,11 @@ def import_inputs(
     rows, errors = parse_inputs(lines)
     with Session(engine) as session, session.begin():
         known = {u for u in session.scalars(select(User.id))}
-        good = []
         for row in rows:
-            if row["userId"] not in known:
+            if row["userId"] is not None and row["userId"] not in known:
                 errors.append(RowError(row["_line"], "userId", f"no user {row['userId']}"))
-                continue
-            good.append(row)
+        bad = {e.line for e in errors}
+        good = [row for row in rows if row["_line"] not in bad]
 
         def write() -> None:
             for row in good:
