@@ -1,5 +1,6 @@
-# Set-up is part of every target: a fresh clone needs only Python 3.11+ (and Node.js for the
-# tRPC client tests).
+# Set-up is part of every target: a fresh clone needs Python 3.11+ and Node.js 20 with npm (the
+# web app is built by make demo and make test; the tRPC and bell tests run Node); the browser
+# tests need Chromium.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
