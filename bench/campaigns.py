@@ -1,11 +1,14 @@
-"""Campaign sending: one campaign to ~100,000 targets at unlimited pace, through the real server,
+"""Campaign sending: one campaign to 100,000 targets at unlimited pace, through the real server,
 with 10,000 of them connected; the admin broadcast of the same message to the same people beside
 it (the floor).
 
 For each backend (SQLite file in a temporary directory; a throwaway PostgreSQL database on
 127.0.0.1:5432, dropped at the end): ``treevu db upgrade``, ``treevu seed --users N`` and
 ``treevu segment recompute --all`` once into a template, then the largest segment (its active
-members, the ``retention`` rule: every member) is the target list. Each of the two runs gets a
+members, the ``retention`` rule: every member) is the target list — made exactly ``--targets``
+long (the seed gives 99,772 of 202,800 users): the missing members are moved into it from the
+other segments (lowest ids first), or the surplus out to the next-largest (highest ids first),
+before the template is copied. Each of the two runs gets a
 fresh copy of that template (SQLite: a copy of the file; PostgreSQL: ``CREATE DATABASE …
 TEMPLATE``) and its own ``treevu serve`` with the same settings, so both start equal:
 
@@ -29,7 +32,7 @@ floor, ratio), writes ``bench/results/campaigns.json``; never fails on a figure 
 persisted and all connected received ≤ 10 s on SQLite).
 
     .venv/bin/python bench/campaigns.py --quick          # 20,000 targets, 2,000 connected
-    .venv/bin/python bench/campaigns.py                  # ~100,000 targets, 10,000 connected
+    .venv/bin/python bench/campaigns.py                  # 100,000 targets, 10,000 connected
     .venv/bin/python bench/campaigns.py --backends sqlite --profile /tmp/prof
 """
 
@@ -58,7 +61,7 @@ from typing import Any, Final
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, create_engine, func, pool, select, text
+from sqlalchemy import Engine, create_engine, func, pool, select, text, update
 from sqlalchemy.engine import make_url
 
 from treevu.db import Campaign, CampaignDelivery, EmployeeSegment, NotificationQueue, User
@@ -86,9 +89,12 @@ POSTGRES_URL: Final = os.environ.get(
 #: Unlimited pace: the admin limit and the campaign's pace (the pace is the smaller one).
 UNLIMITED: Final = 1_000_000_000
 PACE_INTERVAL: Final = 0.2
-#: Users seeded for the full run: the largest segment holds ~49.3% of them (seed 1).
+#: Users seeded for the full run: the largest segment holds ~49.3% of them (seed 1), then is
+#: made exactly ``FULL_TARGETS`` long.
 FULL_USERS: Final = 202_800
+FULL_TARGETS: Final = 100_000
 QUICK_USERS: Final = 40_600
+QUICK_TARGETS: Final = 20_000
 TARGET_SECONDS: Final = 10.0
 BROADCAST_MAX: Final = 100_000
 TITLE: Final = "A small step for your savings"
@@ -119,10 +125,13 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
 class Template:
     """A seeded database and fresh copies of it, one per run."""
 
-    def __init__(self, kind: str, workdir: Path, users: int) -> None:
+    def __init__(self, kind: str, workdir: Path, users: int, targets: int) -> None:
         self.kind = kind
         self.workdir = workdir / kind
         self.users = users
+        self.targets = targets
+        self.segment = ""
+        self.moved = 0
         self.env: dict[str, str] = {}
         self.copies: list[str] = []  # PostgreSQL databases to drop
         self.name = f"treevu_campbench_{os.getpid()}"
@@ -152,6 +161,9 @@ class Template:
         else:
             raise SystemExit(f"unknown backend {self.kind!r}: use sqlite or postgresql")
         treevu(self.env, seed_dir, "segment", "recompute", "--all")
+        engine = self.engine(self.env)
+        self.segment, self.moved = fit_largest_segment(engine, self.targets)
+        engine.dispose()
         if self.kind == "postgresql":
             # Fresh statistics in the template, and nothing left for autovacuum to do in it
             # (an autovacuum worker connected to it would refuse CREATE DATABASE … TEMPLATE).
@@ -205,20 +217,51 @@ class Template:
             self.admin.dispose()
 
 
-def pick_targets(engine: Engine) -> tuple[str, list[int]]:
-    """The largest segment and its members as a ``retention`` campaign targets them."""
-    with engine.connect() as conn:
-        segment = str(
-            conn.execute(
-                select(EmployeeSegment.segment)
-                .join(User, User.id == EmployeeSegment.user_id)
+def fit_largest_segment(engine: Engine, targets: int) -> tuple[str, int]:
+    """Make the largest segment hold exactly ``targets`` active members: move the missing ones
+    in from the other segments (lowest ids first) or the surplus out to the next-largest
+    segment (highest ids first); the segment, and how many were moved in (< 0: out)."""
+    s = EmployeeSegment
+    with engine.begin() as conn:
+        counts = {
+            str(seg): int(n)
+            for seg, n in conn.execute(
+                select(s.segment, func.count())
+                .join(User, User.id == s.user_id)
                 .where(User.is_active.is_(True))
-                .group_by(EmployeeSegment.segment)
-                .order_by(func.count().desc())
-                .limit(1)
-            ).scalar_one()
-        )
-        members = [
+                .group_by(s.segment)
+            )
+        }
+        ranked = sorted(counts, key=lambda seg: counts[seg], reverse=True)
+        segment, have = ranked[0], counts[ranked[0]]
+        if have == targets:
+            return segment, 0
+        active = (s.user_id == User.id) & User.is_active.is_(True)
+        if have > targets:
+            ids = conn.scalars(
+                select(s.user_id).join(User, active).where(s.segment == segment)
+                .order_by(s.user_id.desc()).limit(have - targets)
+            ).all()  # fmt: skip
+            to = ranked[1]
+        else:
+            ids = conn.scalars(
+                select(s.user_id).join(User, active).where(s.segment != segment)
+                .order_by(s.user_id).limit(targets - have)
+            ).all()  # fmt: skip
+            to = segment
+        if len(ids) != abs(have - targets):
+            raise SystemExit(f"cannot make {segment} {targets:,} long: seed more users")
+        for start in range(0, len(ids), 5000):
+            conn.execute(
+                update(s).where(s.user_id.in_(ids[start : start + 5000])).values(segment=to)
+            )
+    return segment, targets - have
+
+
+def pick_targets(engine: Engine, segment: str) -> list[int]:
+    """The members of ``segment`` as a ``retention`` campaign targets them."""
+    with engine.connect() as conn:
+        return [
             int(uid)
             for uid in conn.scalars(
                 select(EmployeeSegment.user_id)
@@ -226,7 +269,6 @@ def pick_targets(engine: Engine) -> tuple[str, list[int]]:
                 .where(*target_filter(segment, "retention"))
             )
         ]
-    return segment, members
 
 
 def max_notification_id(engine: Engine) -> int:
@@ -553,14 +595,18 @@ def run_one(mode: str, plan: Plan, env: dict[str, str], workdir: Path) -> dict[s
 
 def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     console.print(f"[bold]{kind}[/bold]: seeding {args.users:,} users …")
-    with Template(kind, workdir, args.users) as template:
+    with Template(kind, workdir, args.users, args.targets) as template:
         engine = template.engine(template.env)
-        segment, members = pick_targets(engine)
+        segment = template.segment
+        members = pick_targets(engine, segment)
         engine.dispose()
+        if len(members) != args.targets:
+            raise SystemExit(f"{len(members):,} targets, not {args.targets:,}")
         connected = sorted(random.Random(1).sample(members, min(args.connected, len(members))))
         console.print(
             f"  seeded in {template.seed_seconds:.1f}s; segment {segment}: "
-            f"{len(members):,} targets, {len(connected):,} connected"
+            f"{len(members):,} targets ({template.moved:+,} moved in), "
+            f"{len(connected):,} connected"
         )
         plan = Plan(
             kind,
@@ -578,6 +624,7 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str,
             "users": args.users,
             "segment": segment,
             "targets": len(members),
+            "membersMovedIn": template.moved,
             "connected": len(connected),
             "seedSeconds": round(template.seed_seconds, 1),
         }
@@ -686,6 +733,7 @@ def main() -> None:
     parser.add_argument(
         "--users", type=int, default=None, help="seeded users (default: ~2× targets)"
     )
+    parser.add_argument("--targets", type=int, default=None, help="targets (default 100,000)")
     parser.add_argument("--connected", type=int, default=None, help="connected targets")
     parser.add_argument("--quick", action="store_true", help="20,000 targets, 2,000 connected")
     parser.add_argument("--client-processes", type=int, default=2)
@@ -698,6 +746,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.users is None:
         args.users = QUICK_USERS if args.quick else FULL_USERS
+    if args.targets is None:
+        args.targets = QUICK_TARGETS if args.quick else FULL_TARGETS
     if args.connected is None:
         args.connected = 2_000 if args.quick else 10_000
     fds = raise_fd_limit()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import POSTGRES_URL, Database, _server_database, seed_and_score, token_for
@@ -84,10 +85,20 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 async def _crash_and_finish(db: Database, tmp_path: Path, servers: int) -> None:
+    """Run the campaign, ``kill -9`` the pacing server mid-sending, restart it, check; the
+    counts (targets, sent before the kill, rows after, received) are printed as one JSON line
+    (``pytest -s``), also when a check fails."""
     seed_and_score(db, n_users=PEOPLE)
     segment, members = _biggest_segment(db)
     assert len(members) >= 20_000
-    nodes = [ServeProcess(db, tmp_path, env=ENV) for _ in range(servers)]
+    nodes: list[ServeProcess] = []
+    try:
+        for _ in range(servers):
+            nodes.append(ServeProcess(db, tmp_path, env=ENV))
+    except BaseException:  # one did not come up: stop those that did
+        for node in nodes:
+            node.stop()
+        raise
     watched = members[:: len(members) // WATCHED][:WATCHED]
     clients = [
         NotificationClient(
@@ -105,6 +116,7 @@ async def _crash_and_finish(db: Database, tmp_path: Path, servers: int) -> None:
             received[uid].append(n)
 
     listeners = []
+    counts: dict[str, Any] = {"backend": db.backend, "servers": servers, "watched": WATCHED}
     try:
         for client in clients:
             client.start()
@@ -129,8 +141,8 @@ async def _crash_and_finish(db: Database, tmp_path: Path, servers: int) -> None:
         victim = _pacing_node(db, nodes)
         victim.kill()
         at_kill = _sent(db, cid)
+        counts.update(targets=total, sentBeforeKill=at_kill, killedNode=nodes.index(victim))
         assert 0 < at_kill < total, at_kill
-        print(f"\n{servers} server(s): {total:,} targets, {at_kill:,} sent when killed")
         restarted = ServeProcess(db, tmp_path, port=victim.port, env=ENV)
         nodes[nodes.index(victim)] = restarted
         await asyncio.to_thread(
@@ -158,6 +170,7 @@ async def _crash_and_finish(db: Database, tmp_path: Path, servers: int) -> None:
                 stored = conn.execute(select(func.count()).select_from(NotificationQueue)).scalar()
         finally:
             engine.dispose()
+        counts.update(deliveryRows=dict(statuses), notificationRows=stored, linked=len(pairs))
         assert statuses == {"sent": total}
         assert len(pairs) == total and all(a == b for a, b in pairs)
         assert sorted(a for a, _ in pairs) == sorted(members)
@@ -173,8 +186,11 @@ async def _crash_and_finish(db: Database, tmp_path: Path, servers: int) -> None:
         per_target = Counter(
             uid for uid, got in received.items() for n in got if n.data.get("campaignId") == cid
         )
+        once = sum(n == 1 for n in per_target.values())
+        counts.update(received=sum(per_target.values()), watchedWithOne=once)
         assert per_target == Counter(dict.fromkeys(watched, 1))
     finally:
+        print(f"\ncampaign crash counts: {json.dumps(counts)}")
         for task in listeners:
             task.cancel()
         for client in clients:
@@ -184,17 +200,36 @@ async def _crash_and_finish(db: Database, tmp_path: Path, servers: int) -> None:
 
 
 def _pacing_node(db: Database, nodes: list[ServeProcess]) -> ServeProcess:
-    """The node that ran the latest pacing slot."""
+    """The node pacing now: the one of the latest ``campaigns.pace`` run still running (else
+    of the latest run). A node id is ``host:pid:random``; no match is a failure, never a guess."""
+    runs = JobRun.job == "campaigns.pace"
     latest = _one(
         db,
         select(JobRun.node)
-        .where(JobRun.job == "campaigns.pace")
-        .order_by(JobRun.started_at.desc(), JobRun.id.desc())
+        .where(runs)
+        .order_by(JobRun.finished_at.is_(None).desc(), JobRun.started_at.desc(), JobRun.id.desc())
         .limit(1),
     )
-    pid = int(str(latest).split(":")[1])
-    by_pid = {node.process.pid: node for node in nodes}
-    return by_pid.get(pid, nodes[0])
+    assert latest is not None, "no campaigns.pace run recorded: no node is pacing"
+    return nodes[_index_of(str(latest), [node.process.pid for node in nodes])]
+
+
+def _index_of(node_id: str, pids: list[int]) -> int:
+    """Which of the processes ``pids`` wrote ``node_id`` (``host:pid:random``)."""
+    parts = node_id.rsplit(":", 2)
+    pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+    if pid not in pids:
+        raise AssertionError(f"the pacing node {node_id!r} is none of the servers (pids {pids})")
+    return pids.index(pid)
+
+
+def test_the_pacing_node_is_found_or_the_test_fails() -> None:
+    assert _index_of("host:202:ab12cd", [101, 202]) == 1
+    assert _index_of("my:host:101:ab12cd", [101, 202]) == 0  # a colon in the host name
+    with pytest.raises(AssertionError, match="none of the servers"):
+        _index_of("host:303:ab12cd", [101, 202])
+    with pytest.raises(AssertionError, match="none of the servers"):
+        _index_of("cli-host:abc:x", [101, 202])
 
 
 async def test_kill_9_in_the_middle_of_a_campaign_one_server(

@@ -5,22 +5,47 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
 from tests.conftest import Database, LiveServer
-from tests.integration.workflow import ADMIN, EMPLOYEES, As, notifications, scalar, sync_engine
+from tests.integration.test_api import GOOD_SURVEY
+from tests.integration.workflow import (
+    ADMIN,
+    EMPLOYEES,
+    As,
+    execute,
+    notifications,
+    rows,
+    scalar,
+    sync_engine,
+    wait_until,
+)
 from treevu.app import build_services, make_engines
-from treevu.db import Campaign, CampaignDelivery, EmployeeSegment, NotificationQueue, User
+from treevu.db import (
+    AuditLog,
+    Campaign,
+    CampaignDelivery,
+    EmployeeInputs,
+    EmployeeSegment,
+    NotificationQueue,
+    RecommendationEvent,
+    RewardTier,
+    SurveyResponse,
+    User,
+)
 from treevu.segmentation.policy import SEGMENTS
 from treevu.services.campaigns import ops as C
 from treevu.services.campaigns.sending import send_due, start_due, variant_of
 from treevu.services.context import Actor, Services
 from treevu.services.errors import ServiceError
+from treevu.services.people.users import SubmitSurvey, submit_survey
+from treevu.services.segmentation.queries import CampaignTargetsInput, get_campaign_targets
 
 ADMIN_ACTOR = Actor(ADMIN, "admin")
 
@@ -66,6 +91,10 @@ def biggest_segment(db: Database) -> tuple[str, int]:
     }
     segment = max(counts, key=lambda s: counts[s])
     return segment, counts[segment]
+
+
+def segment_of(db: Database, uid: int) -> str:
+    return str(scalar(db, select(EmployeeSegment.segment).where(EmployeeSegment.user_id == uid)))
 
 
 def _statuses(db: Database, cid: int) -> dict[str, int]:
@@ -202,51 +231,62 @@ async def test_over_http_a_target_receives_it_and_stats_count_what_people_did(
     settings = seeded.settings(
         job_intervals={"campaigns.pace": 0.3}, admin_notifications_per_minute=1_000_000
     )
+    segment, size = biggest_segment(seeded)
+    me, other = [uid for uid in EMPLOYEES if segment_of(seeded, uid) == segment][:2]
+    # A tier above the first, so that {tierName} cannot pass by rendering a default.
+    tiers = rows(
+        seeded, select(RewardTier.name, RewardTier.min_points).order_by(RewardTier.min_points)
+    )
+    tier, points = tiers[1]
+    execute(
+        seeded,
+        update(EmployeeInputs).where(EmployeeInputs.user_id == me).values(tree_points=points),
+    )
+    first_name = str(scalar(seeded, select(User.name).where(User.id == me))).split()[0]
     with LiveServer(settings) as server:
-        admin = As(server, seeded, ADMIN)
-        segment, size = biggest_segment(seeded)
-        target = next(
-            uid
-            for uid in EMPLOYEES
-            if scalar(seeded, select(EmployeeSegment.segment).where(EmployeeSegment.user_id == uid))
-            == segment
-        )
-        me = As(server, seeded, target)
-        ws = await me.socket()
+        admin, mine = As(server, seeded, ADMIN), As(server, seeded, me)
+        my_ws, other_ws = await mine.socket(), await As(server, seeded, other).socket()
         r = admin.post(
             "/api/v1/campaigns",
             {"name": "n", "segment": segment, "campaignType": "retention",
-             "title": "Hello {firstName}", "message": "Tier {tierName}",
+             "title": "Hello {firstName}", "message": "Tier {tierName} for {segmentName}",
              "pacePerMinute": 100_000, "conversionEvent": "recommendation_completed"},
         )  # fmt: skip
         assert r.status_code == 201, r.text
         cid = r.json()["id"]
-        (got,) = await notifications(ws, 1)
-        assert got["data"] == {"campaignId": cid, "variant": 0}
-        assert got["title"].startswith("Hello ")
-        me.post(f"/api/v1/notifications/{got['id']}/click")
-        me.post(f"/api/v1/notifications/{got['id']}/read")
-        first = me.get(f"/api/v1/employees/{target}/recommendations?limit=1").json()[0]["id"]
-        assert me.post(f"/api/v1/me/recommendations/{first}/complete").status_code == 200
-        for _ in range(100):
+        # Received (and acknowledged, as ``notifications`` does) by both; rendered for `me`.
+        (got,) = await notifications(my_ws, 1)
+        (theirs,) = await notifications(other_ws, 1)
+        assert got["data"] == theirs["data"] == {"campaignId": cid, "variant": 0}
+        assert got["title"] == f"Hello {first_name}"
+        assert got["message"] == f"Tier {tier} for {segment.replace('_', ' ').title()}"
+        mine.post(f"/api/v1/notifications/{got['id']}/click")
+        mine.post(f"/api/v1/notifications/{got['id']}/read")
+        first = mine.get(f"/api/v1/employees/{me}/recommendations?limit=1").json()[0]["id"]
+        assert mine.post(f"/api/v1/me/recommendations/{first}/complete").status_code == 200
+
+        def settled() -> bool:  # completed, and both acknowledgements recorded
+            done = admin.get(f"/api/v1/campaigns/{cid}").json()["status"] == "completed"
             stats = admin.get(f"/api/v1/campaigns/{cid}/stats").json()
-            if (
-                stats["sent"] + 0 >= 1
-                and admin.get(f"/api/v1/campaigns/{cid}").json()["status"] == "completed"
-            ):
-                break
-            await asyncio.sleep(0.1)
-        assert stats["targeted"] == size
+            return done and int(stats["delivered"]) >= 2
+
+        await asyncio.to_thread(wait_until, settled, 30)
+        stats = admin.get(f"/api/v1/campaigns/{cid}/stats").json()
+        assert stats["targeted"] == stats["sent"] == size  # nobody in the seed muted them
+        # delivered: the two who acknowledged it (one of them also read it); nobody else.
+        assert stats["delivered"] == stats["bySegment"][segment]["delivered"] == 2, stats
         for key in ("opened", "clicked", "converted"):
             assert stats[key] == 1 and stats["bySegment"][segment][key] == 1, (key, stats)
-        assert stats["byVariant"]["0"]["targeted"] == size
+        assert stats["byVariant"]["0"]["targeted"] == stats["byVariant"]["0"]["sent"] == size
         trpc = admin.request("GET", f'/trpc/campaigns.getStats?input={{"campaignId": {cid}}}')
-        assert trpc.json()["result"]["data"]["targeted"] == size
+        assert trpc.json()["result"]["data"] == stats
         listed = admin.get("/api/v1/campaigns").json()
         assert listed["items"][0]["id"] == cid and listed["items"][0]["status"] == "completed"
+        assert listed["items"][0]["targeted"] == listed["items"][0]["sent"] == size
         again = admin.post(f"/api/v1/campaigns/{cid}/pause")
         assert again.status_code == 409 and "completed" in again.json()["error"]["message"]
-        await ws.close()
+        await my_ws.close()
+        await other_ws.close()
 
 
 def test_bad_campaigns_are_refused_by_name_and_store_nothing(
@@ -294,3 +334,268 @@ def test_bad_campaigns_are_refused_by_name_and_store_nothing(
     everyone, engaged_less = targets(segment, "retention"), targets(segment, "engagement")
     assert engaged_less and len(engaged_less) < len(everyone)
     assert all(column(i, EmployeeSegment.engagement_score) < 50 for i in engaged_less)
+
+
+def test_every_operation_over_rest_and_trpc_answers_and_is_audited(
+    live: LiveServer, seeded: Database
+) -> None:
+    admin = As(live, seeded, ADMIN)
+    later = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0).isoformat()
+    body = {"name": "later", "segment": "at_risk", "campaignType": "education", "title": "t",
+            "message": "m", "startAt": later, "pacePerMinute": 1}  # fmt: skip
+
+    def audited(cid: int) -> list[tuple[str, int]]:
+        found = rows(
+            seeded,
+            select(AuditLog.action, AuditLog.actor_id)
+            .where(AuditLog.target == f"campaign:{cid}")
+            .order_by(AuditLog.id),
+        )
+        return [(str(a), int(u)) for a, u in found]
+
+    # REST: a campaign that has started (1 a minute: running, nothing sent for a minute) is
+    # paused, resumed to running, cancelled; its frozen targets become cancelled.
+    r = admin.post("/api/v1/campaigns", {**body, "name": "now", "startAt": None})
+    assert r.status_code == 201, r.text
+    now_id = r.json()["id"]
+    wait_until(lambda: admin.get(f"/api/v1/campaigns/{now_id}").json()["status"] == "running")
+    for action, status in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
+        r = admin.post(f"/api/v1/campaigns/{now_id}/{action}")
+        assert r.status_code == 200, (action, r.text)
+        assert (r.json()["id"], r.json()["status"]) == (now_id, status)
+    targeted = r.json()["targeted"]
+    assert targeted > 0 and _statuses(seeded, now_id) == {"cancelled": targeted}
+    for action in ("resume", "cancel", "pause"):  # refused: 409 naming the status, no audit
+        r = admin.post(f"/api/v1/campaigns/{now_id}/{action}")
+        assert r.status_code == 409 and "cancelled" in r.json()["error"]["message"], r.text
+    assert (
+        As(live, seeded, EMPLOYEES[0]).post(f"/api/v1/campaigns/{now_id}/resume").status_code == 403
+    )
+    assert audited(now_id) == [
+        (f"campaign.{a}", ADMIN) for a in ("create", "pause", "resume", "cancel")
+    ]
+
+    # tRPC: each procedure's envelope and result; a scheduled campaign resumes to scheduled.
+    def query(procedure: str, value: Any) -> Any:
+        r = admin.request("GET", f"/trpc/campaigns.{procedure}?input={json.dumps(value)}")
+        assert r.status_code == 200 and set(r.json()) == {"result"}, r.text
+        return r.json()["result"]["data"]
+
+    def mutate(procedure: str, value: Any) -> Any:
+        r = admin.trpc(f"campaigns.{procedure}", value)
+        assert r.status_code == 200 and set(r.json()) == {"result"}, r.text
+        return r.json()["result"]["data"]
+
+    created = mutate("create", body)
+    cid = created["id"]
+    assert (created["name"], created["status"], created["pacePerMinute"]) == (
+        "later",
+        "scheduled",
+        1,
+    )
+    assert datetime.fromisoformat(created["startAt"]) == datetime.fromisoformat(later)
+    listed = query("list", {"status": "scheduled"})
+    assert [c["id"] for c in listed["items"]] == [cid] and listed["nextCursor"] is None
+    assert query("get", {"campaignId": cid}) == created
+    ref = {"campaignId": cid}
+    assert mutate("pause", ref)["status"] == "paused"
+    assert mutate("resume", ref)["status"] == "scheduled"  # it had not started
+    assert query("getStats", ref) == {
+        **dict.fromkeys(("targeted", "sent", "delivered", "opened", "clicked", "converted"), 0),
+        "bySegment": {}, "byVariant": {"0": dict.fromkeys(
+            ("targeted", "sent", "delivered", "opened", "clicked", "converted"), 0)},
+    }  # fmt: skip
+    cancelled = mutate("cancel", ref)
+    assert (cancelled["id"], cancelled["status"], cancelled["targeted"]) == (cid, "cancelled", 0)
+    refused = admin.trpc("campaigns.pause", ref)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["data"] == {
+        "code": "CONFLICT", "httpStatus": 409, "path": "campaigns.pause",
+    }  # fmt: skip
+    assert As(live, seeded, EMPLOYEES[0]).trpc("campaigns.cancel", ref).status_code == 403
+    assert audited(cid) == [
+        (f"campaign.{a}", ADMIN) for a in ("create", "pause", "resume", "cancel")
+    ]
+    detail = scalar(
+        seeded,
+        select(AuditLog.detail).where(
+            AuditLog.target == f"campaign:{cid}", AuditLog.action == "campaign.create"
+        ),
+    )
+    assert detail == {"name": "later", "segment": "at_risk"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    uid: int
+    engagement: float
+    fwi: float
+    wellness: float
+    risk: str
+
+
+#: What docs/workflows.md (Campaigns) says each type does: who of the segment, in which order.
+DOCUMENTED: dict[str, tuple[Callable[[Member], bool], Callable[[Member], tuple[float, int]]]] = {
+    "retention": (lambda m: True, lambda m: (m.engagement, m.uid)),
+    "engagement": (lambda m: m.engagement < 50, lambda m: (m.engagement, m.uid)),
+    "education": (lambda m: m.risk in ("medium", "high", "critical"), lambda m: (m.fwi, m.uid)),
+    "intervention": (lambda m: m.risk in ("high", "critical"), lambda m: (m.fwi, m.uid)),
+    "promotion": (lambda m: True, lambda m: (-m.wellness, m.uid)),
+}
+
+
+#: A value that fails each filtering type's rule (set on one member when all of a segment pass).
+DROPPED: dict[str, dict[str, Any]] = {
+    "engagement": {"engagement_score": 75.0},
+    "education": {"risk_level": "low"},
+    "intervention": {"risk_level": "medium"},
+}
+DROP_FIELD = {"engagement_score": "engagement", "risk_level": "risk"}
+
+
+async def test_each_campaign_type_freezes_the_documented_targets_in_the_documented_order(
+    services: tuple[Services, Clock], seeded: Database
+) -> None:
+    svc, _ = services
+    s = EmployeeSegment
+    found = rows(
+        seeded,
+        select(
+            s.segment, s.user_id, s.engagement_score, s.fwi_score, s.wellness_score, s.risk_level
+        )
+        .join(User, User.id == s.user_id)
+        .where(User.is_active.is_(True)),
+    )
+    members: dict[str, list[Member]] = {}
+    for segment, *values in found:
+        assert None not in values, values  # an order over missing scores would be undocumented
+        uid, engagement, fwi, wellness, risk = values
+        members.setdefault(str(segment), []).append(
+            Member(int(uid), float(engagement), float(fwi), float(wellness), str(risk))
+        )
+    for kind, (keeps, order) in DOCUMENTED.items():
+        # The segment where the rule keeps and drops the most people (for all-member types:
+        # the biggest), so that a missing filter or order shows.
+        def split(segment: str, keeps: Callable[[Member], bool] = keeps) -> tuple[int, int]:
+            kept = sum(keeps(m) for m in members[segment])
+            return min(kept, len(members[segment]) - kept), kept
+
+        segment = max(members, key=split)
+        if kind in DROPPED and split(segment)[0] == 0:  # everyone passes: make one fail
+            one = members[segment][-1]
+            execute(seeded, update(s).where(s.user_id == one.uid).values(**DROPPED[kind]))
+            changed = {DROP_FIELD[k]: v for k, v in DROPPED[kind].items()}
+            members[segment][-1] = dataclasses.replace(one, **changed)
+        expected = sorted((m for m in members[segment] if keeps(m)), key=order)
+        assert len(expected) >= 2, kind
+        if kind in DROPPED:
+            assert len(expected) < len(members[segment]), kind  # the filter drops someone
+        assert [m.uid for m in expected] != sorted(m.uid for m in expected), kind
+        campaign = await C.create_campaign(
+            svc,
+            ADMIN_ACTOR,
+            C.CampaignCreate.model_validate(
+                {
+                    "name": kind,
+                    "segment": segment,
+                    "campaignType": kind,
+                    "title": "t",
+                    "message": "m",
+                }  # fmt: skip
+            ),
+        )
+        assert await start_due(svc) == 1
+        frozen = [
+            int(u)
+            for (u,) in rows(
+                seeded,
+                select(CampaignDelivery.user_id)
+                .where(CampaignDelivery.campaign_id == campaign.id)
+                .order_by(CampaignDelivery.position),
+            )
+        ]
+        assert frozen == [m.uid for m in expected], kind
+        listed = await get_campaign_targets(
+            svc,
+            ADMIN_ACTOR,
+            CampaignTargetsInput.model_validate(
+                {"segment": segment, "campaignType": kind, "limit": 10_000}
+            ),
+        )
+        assert listed.items == sorted(frozen) and listed.total == len(frozen), kind
+
+
+async def test_a_survey_conversion_counts_within_conversion_days_only(
+    services: tuple[Services, Clock], seeded: Database
+) -> None:
+    svc, clock = services
+    segment, size = biggest_segment(seeded)
+    before, inside, outside, wrong_event = [
+        uid for uid in EMPLOYEES if segment_of(seeded, uid) == segment
+    ][:4]
+    campaign = await C.create_campaign(
+        svc,
+        ADMIN_ACTOR,
+        C.CampaignCreate.model_validate(
+            {
+                "name": "survey",
+                "segment": segment,
+                "campaignType": "retention",
+                "title": "t",
+                "message": "m",
+                "conversionEvent": "survey_answered",
+                "conversionDays": 2,
+            }
+        ),  # fmt: skip
+    )
+    ref = C.CampaignRef(campaign_id=campaign.id)
+
+    async def answer(uid: int) -> None:
+        await submit_survey(
+            svc,
+            ADMIN_ACTOR,
+            SubmitSurvey.model_validate(
+                {
+                    "userId": uid,
+                    "survey": {"answers": GOOD_SURVEY, "ageBand": "18-61", "mode": "self"},
+                }  # fmt: skip
+            ),
+        )
+
+    await answer(before)  # before it was sent: not a conversion
+    clock.advance(1)
+    await start_due(svc)
+    clock.advance(60)
+    assert await send_due(svc, campaign.id) == size
+    clock.advance(1)
+    await send_due(svc, campaign.id)
+    assert (await C.get_stats(svc, ADMIN_ACTOR, ref)).sent == size
+    clock.advance(86_400)  # one day later: within the 2 days
+    await answer(inside)
+    execute(  # the other event (a recommendation completed) is not this campaign's conversion
+        seeded,
+        insert(RecommendationEvent).values(
+            user_id=wrong_event, recommendation_id="emergency-fund", kind="completed",
+            created_at=clock.now,
+        ),
+    )  # fmt: skip
+    clock.advance(2 * 86_400)  # three days after sending: outside (the default, 7, would count)
+    await answer(outside)
+    stats = await C.get_stats(svc, ADMIN_ACTOR, ref)
+    assert stats.converted == 1 and stats.by_segment[segment].converted == 1, stats
+    assert stats.by_variant["0"].converted == 1
+    assert await C.variant_counts(svc, campaign.id) == {0: (size, 1)}
+    # Who converted: `inside`, by the raw rows (the only answer between sending and 2 days on).
+    sent_at = scalar(
+        seeded,
+        select(CampaignDelivery.sent_at).where(
+            CampaignDelivery.campaign_id == campaign.id, CampaignDelivery.user_id == inside
+        ),
+    )
+    answered = rows(seeded, select(SurveyResponse.user_id, SurveyResponse.created_at))
+    window = [
+        int(u)
+        for u, at in answered
+        if sent_at <= at <= sent_at + timedelta(days=2) and int(u) in (before, inside, outside)
+    ]
+    assert window == [inside]

@@ -215,6 +215,7 @@ async def create_campaign(svc: Services, actor: Actor, inp: CampaignCreate) -> C
         await session.flush()
         session.add(_audit(actor, "create", campaign.id, now, name=inp.name, segment=inp.segment))
         await session.commit()
+        await session.refresh(campaign)  # as stored (MariaDB keeps whole seconds), as `get` reads
         return _out(campaign, {})
 
 
