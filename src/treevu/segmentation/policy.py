@@ -16,6 +16,8 @@ SegmentName = Literal[
     "crisis_intervention", "at_risk", "financial_champions", "rising_stars", "steady_performers"
 ]
 SEGMENTS: Final[tuple[SegmentName, ...]] = get_args(SegmentName)
+#: The code of ``crisis_intervention`` in SEGMENTS (stored and staged segments are codes).
+CRISIS: Final = SEGMENTS.index("crisis_intervention")
 SPENDING_LEVELS: Final = ("low", "moderate", "high", "excessive")
 #: Ordered from the least to the most risky; a risk "raise" moves one step right.
 RISK_LEVELS: Final = ("minimal", "low", "medium", "high", "critical")

@@ -14,7 +14,7 @@ a temporary table — ``executemany`` on SQLite, ``COPY`` on PostgreSQL, multi-r
 MariaDB — and applies them with four set-based statements: the ``segment_history`` rows of
 those who moved, their ``segment.changed`` outbox events, ``achievements.check`` events for
 FWI milestones crossed upward, and the upsert into ``employee_segments``. When nothing is
-stored yet (a first placement) there are no events to write and nothing to update: the history
+stored yet (the company's first placement) no one is told and nothing is updated: the history
 and a plain insert, and on PostgreSQL without the secondary indexes and foreign keys until the
 end of the transaction (:func:`_drop_for_load`). ``docs/benchmarks.md`` has the figures.
 """
@@ -63,7 +63,7 @@ from treevu.segmentation.engine import (
     reasons_of,
     score,
 )
-from treevu.segmentation.policy import RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
+from treevu.segmentation.policy import CRISIS, RISK_LEVELS, SEGMENTS, SPENDING_LEVELS, Policy
 from treevu.segmentation.recommendations import CATALOG, recommendation_counts
 from treevu.services.analytics.cube import add_months, month_of
 from treevu.services.models.features import TARGETS, feature_matrix
@@ -174,6 +174,7 @@ class RecomputeResult:
     scored: int = 0
     written: int = 0
     moves: Moves = field(default_factory=Moves.none)
+    company_first: bool = False  # nothing was stored when the run began
     timings: dict[str, float] = field(default_factory=dict)
     _segment_changes: list[SegmentChange] | None = field(default=None, repr=False, compare=False)
 
@@ -181,16 +182,19 @@ class RecomputeResult:
     def changes(self) -> list[SegmentChange]:
         """Every change of segment stored by this run, first placements included.
 
-        Built on demand: a first placement of a million users moves a million users, and
-        nobody is told about first placements.
+        Built on demand: a first placement of a million users moves a million users.
         """
         return self.moves.changes()
 
     @property
     def segment_changes(self) -> list[SegmentChange]:
-        """Changes of an existing segment (first placements excluded): what users are told."""
+        """What users are told: changes of an existing segment, and a person's first placement
+        in crisis unless the run was the company's first placement (:func:`_apply_statements`)."""
         if self._segment_changes is None:
-            self._segment_changes = self.moves.changes(np.flatnonzero(self.moves.from_code >= 0))
+            told = self.moves.from_code >= 0
+            if not self.company_first:
+                told |= self.moves.to_code == CRISIS
+            self._segment_changes = self.moves.changes(np.flatnonzero(told))
         return self._segment_changes
 
 
@@ -387,6 +391,7 @@ def recompute(
         # Nothing stored at all (a new database, a first placement): plain inserts, and on
         # PostgreSQL a load without secondary indexes and foreign keys.
         first = bool(batches) and not fetchall(conn, "SELECT 1 FROM employee_segments LIMIT 1")
+        result.company_first = first
         rebuild = _drop_for_load(conn) if first and total >= LOAD_WITHOUT_INDEXES_AFTER else []
         done = 0
         for batch in batches:
@@ -613,8 +618,11 @@ def _apply_statements(
         "disengagementRiskReasons": column("disengagementRiskReasons"),
     }
 
-    # One segment.changed event per change of an existing segment (first placements tell
-    # no one), in this transaction: the relay notifies after the commit, whatever dies when.
+    # One segment.changed event per change of an existing segment, and per person placed for
+    # the first time in crisis (a new hire, someone's first inputs: they enter crisis and an
+    # intervention opens; other first placements tell no one), in this transaction: the relay
+    # notifies after the commit, whatever dies when. The company's own first placement
+    # (``first``) writes no events at all: docs/decisions.md says why.
     def literal_label(code_column: str) -> str:
         whens = " ".join(f"WHEN {code} THEN '{name}'" for code, name in enumerate(SEGMENTS))
         return f"CASE {code_column} {whens} END"
@@ -630,7 +638,7 @@ def _apply_statements(
     events = (
         "INSERT INTO outbox_events (kind, userId, payload, createdAt) "
         f"SELECT '{SEGMENT_CHANGED}', userId, {payload}, {p} FROM {STAGE} "
-        "WHERE segment <> fromSegment AND fromSegment >= 0"
+        f"WHERE segment <> fromSegment AND (fromSegment >= 0 OR segment = {CRISIS})"
     )
     # An FWI that crossed a milestone upward (SPEC §9): the stored profile still holds the
     # score before this recompute, so read both here, before the upsert below replaces it.
