@@ -38,6 +38,8 @@ with models ≤ 5 s more than without, on SQLite at 1M users. Prints tables, wri
     .venv/bin/python bench/models.py --quick         # 3,000 people × 2 seeds; 50,000 for speed
     .venv/bin/python bench/models.py                 # 20,000 × 5 seeds; 1,000,000 for speed
     .venv/bin/python bench/models.py --parts speed --speed-users 200000 --repeat 5
+    .venv/bin/python bench/models.py --parts speed --keep --now T   # keeps its databases in DIR
+    .venv/bin/python bench/models.py --parts month --reuse DIR --now T --out F  # month night only
 """
 
 from __future__ import annotations
@@ -629,6 +631,42 @@ def speed(args: argparse.Namespace, now: datetime, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def month_night(args: argparse.Namespace, now: datetime) -> dict[str, Any]:
+    """Only the first night of next month, with and without models, interleaved, on the
+    databases an earlier ``--parts speed --keep`` run left in ``--reuse``: ``big.db`` (placed,
+    no model) and ``train.db`` (the trained models). ``--now`` must be that run's."""
+    source: Path = args.reuse
+    out: dict[str, Any] = {"reuse": str(source), "loadBefore": load()}
+    rows = model_rows(source / "train.db", now)
+    plain = copy_database(source / "big.db", source / "plain.db")
+    scored = copy_database(source / "big.db", source / "scored.db")
+    store_models(scored, rows)
+    engine = open_engine(scored)
+    try:
+        out["firstScoring"] = timed_recompute(engine, now)  # stores every profile's risks
+    finally:
+        engine.dispose()
+    later = next_month_night(now)
+    runs: dict[str, list[dict[str, Any]]] = {"monthPlain": [], "monthModels": []}
+    for _ in range(args.repeat):
+        for kind, template in (("monthPlain", plain), ("monthModels", scored)):
+            engine = open_engine(copy_database(template, source / "live.db"))
+            try:
+                runs[kind].append(timed_recompute(engine, later))
+            finally:
+                engine.dispose()
+            r = runs[kind][-1]
+            console.print(f"  {kind:12s} {r['seconds']:7.3f} s (CPU {r['cpuSeconds']:.3f}), "
+                          f"written {r['written']:,}, load {r['load']}")  # fmt: skip
+    out["runs"] = {k: median_run(v) for k, v in runs.items()}
+    a, b = out["runs"]["monthPlain"], out["runs"]["monthModels"]
+    out["extra"] = {"seconds": round(b["seconds"] - a["seconds"], 3),
+                    "cpuSeconds": round(b["cpuSeconds"] - a["cpuSeconds"], 3)}  # fmt: skip
+    out["loadAfter"] = load()
+    console.print(f"new month's first night: extra with models {out['extra']}")
+    return out
+
+
 def print_speed(s: dict[str, Any]) -> None:
     table = Table(
         title=f"recompute on SQLite, {s['users']:,} people (median of "
@@ -674,7 +712,7 @@ def print_speed(s: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try it out")
-    parser.add_argument("--parts", default="eval,speed", help="eval, speed or both")
+    parser.add_argument("--parts", default="eval,speed", help="eval, speed, month (see --reuse)")
     parser.add_argument("--eval-users", type=int, help="people per evaluation seed (20,000)")
     parser.add_argument("--months", type=int, default=24, help="history months for evaluation")
     parser.add_argument("--seeds", type=int, help="evaluation seeds 1 … N (5; --quick 2)")
@@ -690,6 +728,8 @@ def main() -> None:
     parser.add_argument("--now", type=datetime.fromisoformat, help="today (default: now, UTC)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the databases (to profile)")
+    parser.add_argument("--reuse", type=Path, help="--parts month: the directory a --keep run "
+                        "left (its big.db and train.db); give that run's --now")  # fmt: skip
     args = parser.parse_args()
     quick = args.quick
     args.eval_users = args.eval_users or (3_000 if quick else 20_000)
@@ -742,6 +782,8 @@ def main() -> None:
         if "speed" in parts:
             document["speed"] = speed(args, now, tmp)
             print_speed(document["speed"])
+        if "month" in parts:
+            document["month"] = month_night(args, now)
     finally:
         if args.keep:
             console.print(f"databases kept in {tmp}")

@@ -29,10 +29,9 @@ import numpy.typing as npt
 
 from treevu.population import Population
 from treevu.segmentation.engine import Inputs, Profiles, score
-from treevu.segmentation.policy import SEGMENTS, Policy
+from treevu.segmentation.policy import CRISIS, Policy
 from treevu.services.analytics.cube import add_months, month_of
 
-CRISIS: Final = SEGMENTS.index("crisis_intervention")
 ABSENT: Final = -1
 SEASON_AMPLITUDE: Final = 0.05
 NOISE_RHO: Final = 0.6

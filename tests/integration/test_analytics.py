@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from tests.conftest import Database, LiveServer
+from tests.integration.commands import treevu
 from tests.integration.workflow import As, execute, rows, scalar, sync_engine
 from treevu.db import (
     AnalyticsResult,
@@ -24,8 +25,9 @@ from treevu.db import (
     RecommendationEvent,
     User,
 )
-from treevu.history import History, as_cube, treated_of
+from treevu.history import History, as_cube, generate_history, treated_of
 from treevu.population import COUNSELOR, EMPLOYEE, MANAGER, generate_population
+from treevu.segmentation.policy import default_policy
 from treevu.services.analytics import cube as C
 from treevu.services.analytics import store
 from treevu.services.analytics.effect import estimate
@@ -222,3 +224,72 @@ def test_no_history_yet_is_a_clear_404(sqlite_database: Database) -> None:
         effect = answer.get("/api/v1/analytics/intervention-effect")
         assert effect.status_code == 200 and effect.json()["effect"] is None
         assert "too few people" in effect.json()["warnings"][0]
+
+
+def test_the_seed_command_writes_a_history_of_n_months_and_says_what_is_true(
+    sqlite_database: Database,
+) -> None:
+    """``treevu seed --history-months 2``: the people, 2 past months of snapshots as the
+    synthetic history draws them and this month's, the analytics answers, and its truth."""
+    said = treevu(sqlite_database, "seed", "--users", "80", "--seed", "4", "--history-months", "2")
+    today = datetime.now(UTC)
+    population = generate_population(80, 4)
+    history = generate_history(population, default_policy(), 2, 4, today.date())
+    assert "seeded 80 users (seed 4)" in said
+    assert f"history: 2 months before {today:%Y-%m} and this month's snapshot" in said
+    truth = json.loads(said.split("what is true of it (docs/analytics.md):", 1)[1])
+    assert truth["interventionEffect"] == {
+        str(h): round(v, 4) for h, v in history.true_effect.items()
+    }
+    assert truth["interventions"] == int((history.treated_month >= 0).sum())
+    assert [e["name"] for e in truth["experiments"]] == ["A/A check (experiment)"]
+    assert f"{truth['interventions']:,} interventions" in said
+    engine = sync_engine(sqlite_database)
+    try:
+        with engine.connect() as conn:
+            cube = store.load_cube(conn)
+            answers = set(conn.execute(select(AnalyticsResult.key)).scalars())
+            people = conn.execute(select(func.count()).select_from(User)).scalar_one()
+    finally:
+        engine.dispose()
+    assert people == 80
+    assert cube.months == history.months  # two past months and this one
+    expected = as_cube(history, population.user_id)
+    assert np.array_equal(cube.user_ids, expected.user_ids)
+    assert np.array_equal(cube.segment[:, :2], expected.segment[:, :2])
+    assert {"cohorts", "churn"} <= answers
+
+
+#: Big enough that both experiments reach the planned size at the default plan (0.05 at alpha
+#: 0.05, power 0.8); the seed and the day are fixed, so the counts are always the same.
+EXPERIMENT_USERS, EXPERIMENT_SEED = 5000, 2
+EXPERIMENT_DAY = datetime(2026, 1, 15, 12, tzinfo=UTC)
+
+
+def test_the_experiment_finds_the_true_uplift_and_nothing_in_the_a_a_split(
+    sqlite_database: Database,
+) -> None:
+    """On the synthetic history: the campaign whose variant 1 truly converts 0.05 more is
+    found (significant, its interval holding 0.05), the A/A one is not (interval holding 0)."""
+    population = generate_population(EXPERIMENT_USERS, EXPERIMENT_SEED)
+    engine = sync_engine(sqlite_database)
+    try:
+        write_population(engine, population, now=EXPERIMENT_DAY)
+        _, truth = seed_history(engine, population, 4, seed=EXPERIMENT_SEED, now=EXPERIMENT_DAY)
+    finally:
+        engine.dispose()
+    (ab, true_uplift), (aa, no_uplift) = (
+        (e["campaignId"], e["uplift"]) for e in truth["experiments"]
+    )
+    assert true_uplift == 0.05 and no_uplift == 0.0
+    with LiveServer(sqlite_database.settings()) as server:
+        admin = As(server, sqlite_database, 1)
+        found, nothing = (admin.get(f"/api/v1/campaigns/{c}/experiment").json() for c in (ab, aa))
+    for result in (found, nothing):
+        assert result["reached"] and result["warning"] is None
+        assert min(v["sent"] for v in result["variants"]) >= result["plannedPerVariant"]
+    uplift, same = found["comparisons"][0], nothing["comparisons"][0]
+    assert uplift["significant"] is True and uplift["pValue"] < 0.05, uplift
+    assert uplift["ci95"][0] <= true_uplift <= uplift["ci95"][1] and uplift["ci95"][0] > 0
+    assert same["significant"] is False and same["pValue"] >= 0.05, same
+    assert same["ci95"][0] <= 0.0 <= same["ci95"][1]

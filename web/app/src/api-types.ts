@@ -1497,7 +1497,7 @@ export interface components {
             baseline: components["schemas"]["Scores"];
             /** Group */
             group: string;
-            model: components["schemas"]["Scores"];
+            model: components["schemas"]["Calibrated"];
         };
         /** HTTPValidationError */
         HTTPValidationError: {

@@ -32,11 +32,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from treevu.segmentation.policy import SEGMENTS
+from treevu.segmentation.policy import CRISIS
 from treevu.services.analytics.cube import ABSENT, Cube, cell, month_label
 from treevu.services.models.features import FEATURES, feature_matrix
 
-CRISIS: Final = SEGMENTS.index("crisis_intervention")
 DEFAULT_HORIZON: Final = 3
 CALIPER_SD: Final = 0.2
 BOOTSTRAP: Final = 2000

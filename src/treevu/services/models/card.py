@@ -7,6 +7,7 @@ from typing import Any
 
 from treevu.services.models.features import BASELINE, FEATURES
 from treevu.services.models.registry import Trained
+from treevu.services.models.training import CALIBRATION_BINS, MIN_GROUP
 
 PURPOSE = {
     "crisis": "the probability that a person is in the crisis_intervention segment at next "
@@ -105,6 +106,21 @@ def render(trained: Trained, written_by: str = "`treevu models train`") -> str:
                 for r in group["rows"]
             ),
             "",
+            f"Calibration by {name} — predicted / observed in each tenth of the group's "
+            f"examples, by predicted risk (groups under {MIN_GROUP} examples have none):",
+            "",
+            "| group | " + " | ".join(str(k) for k in range(1, CALIBRATION_BINS + 1)) + " |",
+            "|---|" + "---|" * CALIBRATION_BINS,
+            *(
+                f"| {r['group']} | "
+                + " | ".join(
+                    f"{b['predicted']:.3f} / {b['observed']:.3f}" for b in r["model"]["calibration"]
+                )
+                + " |"
+                for r in group["rows"]
+                if r["model"]["calibration"]
+            ),
+            "",
         ]
     lines += [
         "## Limits",
@@ -117,7 +133,7 @@ def render(trained: Trained, written_by: str = "`treevu models train`") -> str:
         "who joins makes it stale; retrain monthly and compare with the baseline each time.",
         "- A synthetic history (`treevu seed --history-months`) tests the pipeline, not the "
         "real-world accuracy.",
-        "- Groups under 50 examples get no AUC.",
+        f"- Groups under {MIN_GROUP} examples get no AUC and no calibration table.",
         "- The change features are month to month in training; when a profile is scored during "
         "a month they cover the days since last month's snapshot (near zero on the 1st), so "
         "early in a month a trend weighs less than the model learned.",

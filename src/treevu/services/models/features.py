@@ -19,12 +19,11 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from treevu.segmentation.policy import SEGMENTS
+from treevu.segmentation.policy import CRISIS
 from treevu.services.analytics.cube import ABSENT, DISENGAGED_BELOW, Cube
 
 Target = Literal["crisis", "disengagement"]
 TARGETS: Final[tuple[Target, ...]] = ("crisis", "disengagement")
-CRISIS: Final = SEGMENTS.index("crisis_intervention")
 #: The inputs of both models, in order.
 FEATURES: Final = (
     "fwiScore",

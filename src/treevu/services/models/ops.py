@@ -42,7 +42,7 @@ class Baseline(Calibrated):
 
 class GroupRow(Model):
     group: str
-    model: Scores
+    model: Calibrated
     baseline: Scores
 
 

@@ -174,7 +174,8 @@ def evaluate(
     parts: Split,
     groups: dict[str, tuple[list[str], npt.NDArray[np.int64]]],
 ) -> dict[str, Any]:
-    """Metrics on the test months, beside the baseline rule; the same for each group.
+    """Metrics on the test months, beside the baseline rule; the same for each group (AUC,
+    Brier and the calibration table; no AUC and no table under ``MIN_GROUP`` examples).
 
     ``groups``: name → (labels, label index per cube row, -1 for unknown). The rule's
     probability for each of its two verdicts is the rate seen in the training months.
@@ -206,10 +207,14 @@ def evaluate(
             here = of == k
             if not here.any():
                 continue
-            model_scores = _scores(y[here], p[here])
+            model_scores = {
+                **_scores(y[here], p[here]),
+                "calibration": calibration_table(y[here], p[here]),
+            }
             rule_scores = _scores(y[here], p_rule[here])
             if model_scores["n"] < MIN_GROUP:
                 model_scores["auc"] = rule_scores["auc"] = None
+                model_scores["calibration"] = []
             rows.append({"group": label, "model": model_scores, "baseline": rule_scores})
         aucs = [r["model"]["auc"] for r in rows if r["model"]["auc"] is not None]
         result["groups"][name] = {

@@ -240,10 +240,11 @@ def write_history(
                     for u, t in zip(uids[joined], history.entry_month[joined], strict=True)
                 ],
             )
-        if history.leavers.any():
+        left = uids[history.leavers].tolist()
+        for start in range(0, len(left), 10_000):  # PostgreSQL binds at most 65,535 values
             conn.execute(
                 update(users)
-                .where(users.c.id.in_(uids[history.leavers].tolist()))
+                .where(users.c.id.in_(left[start : start + 10_000]))
                 .values(isActive=False)
             )
         treated = history.treated_month >= 0
