@@ -59,6 +59,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/ws_scale.py
 	$(BIN)/python bench/ws_handshake.py
 	$(BIN)/python bench/ws_storm.py
+	$(BIN)/python bench/ws_storm.py --split --out bench/results/ws_storm_split.json
+	$(BIN)/python bench/outages.py
+	$(BIN)/python bench/segmentation.py --sizes 1000000 --backends postgresql --first-only --out bench/results/segmentation_postgresql_1m.json
+	$(BIN)/python bench/segmentation.py --sizes 1000000 --backends mariadb --first-only --out bench/results/segmentation_mariadb_1m.json
 	$(BIN)/python bench/campaigns.py
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/web_pages.py

@@ -27,6 +27,8 @@ machine: the JSON keeps the load average around each case and the CPU time of ea
     .venv/bin/python bench/segmentation.py                      # the default matrix
     .venv/bin/python bench/segmentation.py --quick              # 10k users, fewer calls
     .venv/bin/python bench/segmentation.py --sizes 1000000 --backends sqlite --repeat 5
+    .venv/bin/python bench/segmentation.py --sizes 1000000 --backends postgresql,mariadb \
+        --first-only --out bench/results/segmentation_servers_1m.json
 """
 
 from __future__ import annotations
@@ -353,11 +355,15 @@ def bench_floor(db: SeededDatabase, now: datetime, repeat: int) -> Floor:
     )
 
 
-def bench_recompute(db: SeededDatabase, now: datetime, repeat: int) -> dict[str, RecomputeRun]:
+def bench_recompute(
+    db: SeededDatabase, now: datetime, repeat: int, *, first_only: bool = False
+) -> dict[str, RecomputeRun]:
     first = []
     for _ in range(repeat):
         bulk = db.reset()
         first.append(_timed_recompute(bulk, now))
+    if first_only:
+        return {"first": _median_run(first)}
     steady = [_timed_recompute(bulk, now) for _ in range(repeat)]
     changed = []
     for k in range(repeat):
@@ -489,7 +495,9 @@ async def bench_after_write(settings: Settings, calls: int, rounds: int) -> dict
     return out
 
 
-def run_case(backend: str, users: int, *, calls: int, repeat: int) -> Case:
+def run_case(
+    backend: str, users: int, *, calls: int, repeat: int, first_only: bool = False
+) -> Case:
     case = Case(backend, users, load_average=[round(os.getloadavg()[0], 2)])
     if backend != "sqlite" and not _reachable(SERVER_URLS[backend]):
         case.status = "unavailable"
@@ -510,16 +518,18 @@ def run_case(backend: str, users: int, *, calls: int, repeat: int) -> Case:
         db = SeededDatabase(settings, bulk)
         try:
             floor = bench_floor(db, now, repeat)
-            case.recompute = bench_recompute(db, now, repeat)
+            case.recompute = bench_recompute(db, now, repeat, first_only=first_only)
             first = case.recompute["first"]
             floor.ratio = round(first.seconds / floor.seconds, 2)
             floor.cpu_ratio = round(first.cpu_seconds / floor.cpu_seconds, 2)
             case.floor = floor
-            case.one_user = bench_one_user(db.bulk, now, min(ONE_USER_CALLS, calls))
+            if not first_only:
+                case.one_user = bench_one_user(db.bulk, now, min(ONE_USER_CALLS, calls))
         finally:
             db.bulk.dispose()
-        case.queries = asyncio.run(bench_queries(settings, calls))
-        case.after_write = asyncio.run(bench_after_write(settings, calls, repeat))
+        if not first_only:
+            case.queries = asyncio.run(bench_queries(settings, calls))
+            case.after_write = asyncio.run(bench_after_write(settings, calls, repeat))
     case.load_average.append(round(os.getloadavg()[0], 2))
     return case
 
@@ -543,14 +553,14 @@ def print_tables(cases: list[Case]) -> None:
     table.add_column("load avg", justify="right")
     for case in done:
         target = TARGET_RECOMPUTE_S.get(case.users)
-        runs = [case.recompute[kind].seconds for kind in KINDS]
+        runs = [case.recompute.get(kind) for kind in KINDS]
         table.add_row(
             case.backend,
             f"{case.users:,}",
             f"{case.seed_seconds:.1f}",
-            *(f"{s:.2f}{_mark(s, target)}" for s in runs),
+            *("—" if r is None else f"{r.seconds:.2f}{_mark(r.seconds, target)}" for r in runs),
             "" if target is None else f"≤ {target:g}",
-            " / ".join(f"{case.one_user[k].p50_ms:.1f}" for k in ("unchanged", "changed")),
+            " / ".join(f"{case.one_user[k].p50_ms:.1f}" for k in case.one_user) or "—",
             " → ".join(f"{x:.1f}" for x in case.load_average),
         )
     console.print(table)
@@ -572,7 +582,8 @@ def print_tables(cases: list[Case]) -> None:
     phases.add_column("total (cpu)", justify="right")
     for case in done:
         for kind, label in KINDS.items():
-            run = case.recompute[kind]
+            if (run := case.recompute.get(kind)) is None:
+                continue
             parts = ("read", "score", "stage", "apply", "rebuild", "commit", "analyze")
             cells = [f"{run.phases.get(p, 0.0):.2f}" for p in parts]
             phases.add_row(
@@ -663,6 +674,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="calls per admin query and mode")
     parser.add_argument("--repeat", type=int, default=3, help="recomputes per kind (median)")
     parser.add_argument("--quick", action="store_true", help="10k users, 50 calls, 1 repeat")
+    parser.add_argument(
+        "--first-only",
+        action="store_true",
+        help="first placement and its floor only (no re-runs, one-user path or admin queries)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
     matrix = _matrix(args, parser)
@@ -672,14 +688,13 @@ def main() -> None:
     cases: list[Case] = []
     for backend, users in matrix:
         with console.status(f"{backend}, {users:,} users …"):
-            case = run_case(backend, users, calls=calls, repeat=repeat)
+            case = run_case(backend, users, calls=calls, repeat=repeat, first_only=args.first_only)
         cases.append(case)
         if case.status == "ok":
             r = case.recompute
             console.log(
-                f"{backend} {users:,}: seed {case.seed_seconds:.1f}s; recompute first "
-                f"{r['first'].seconds:.2f}s, steady {r['steady'].seconds:.2f}s, "
-                f"10% changed {r['changed'].seconds:.2f}s"
+                f"{backend} {users:,}: seed {case.seed_seconds:.1f}s; "
+                + ", ".join(f"{KINDS[k]} {run.seconds:.2f}s" for k, run in r.items())
             )
         else:
             console.log(f"{backend} {users:,}: {case.status}")
@@ -703,6 +718,7 @@ def main() -> None:
         },
         "calls": calls,
         "repeat": repeat,
+        "first_only": args.first_only,
         "cases": [asdict(case) for case in cases],
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -16,6 +16,7 @@ import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -143,6 +144,22 @@ def _placement(seg: dict[str, Any]) -> Figure:
     )
 
 
+def _server_placement(seg: dict[str, Any], backend: str, source: str) -> Figure:
+    """First placement on a server beside its floor: 1M people, or the largest size run."""
+    cases = [c for c in seg["cases"] if c["backend"] == backend and c["status"] == "ok"]
+    case = max(cases, key=lambda c: c["users"])
+    first, floor = case["recompute"]["first"]["seconds"], case["floor"]["seconds"]
+    users = case["users"]
+    ratio = _ratio(first, floor)
+    return Figure(
+        f"{first:.1f} s for {users:,} people",
+        f"floor (read + score + bare insert of the same rows, no index): {floor:.1f} s",
+        ratio,
+        ratio is not None and ratio <= 1.5 and users >= 1_000_000,
+        f"{source} ({backend}, {users:,})",
+    )
+
+
 #: The admin statistics (cached); the paged lists are read per page by design.
 STATISTICS: Final = ("segment_distribution", "risk_distribution", "segment_stats")
 
@@ -167,11 +184,100 @@ def _storm(storm: dict[str, Any]) -> Figure:
     r = storm["result"]
     back, first = r["killToAllBackSeconds"], r["connect"]["seconds"]
     return Figure(
-        f"{r['back']:,} of {r['clients']:,} back {back:.1f} s after kill -9",
+        f"{r['back']:,} of {r['clients']:,} back {back:.1f} s after kill -9 (load "
+        f"{r['loadAtKill'].split()[0]} at the kill)",
         f"the same clients' first connect, same run: {first:.1f} s",
         _ratio(back, first),
         back <= 15 and r["back"] == r["clients"],
         "ws_storm.json",
+    )
+
+
+def _storm_admin(storm: dict[str, Any], source: str) -> Figure:
+    """Admin GETs from the restart's readiness until everyone is back, on a new connection each
+    and on one kept-alive connection, beside the same probes idle before the kill. A probe
+    that got no answer within 10 s counts as failed (and is not in the percentiles)."""
+    r = storm["result"]
+    during, idle = r["adminAfterReady"], r["adminIdle"]
+    worst = max(during[k]["p99Ms"] for k in ("new", "kept"))
+    failed = sum(during[k]["failed"] for k in ("new", "kept"))
+
+    def kind(k: str, label: str) -> str:
+        d = during[k]
+        return f"{d['p50Ms']:,.0f} / {d['p99Ms']:,.0f} ms {label} ({d['failed']:,} failed)"
+
+    return Figure(
+        f"p50 / p99 {kind('kept', 'kept alive')}, {kind('new', 'on new connections')}; "
+        f"`{r['deployment']}`, load {r['loadAtKill'].split()[0]} at the kill",
+        f"the same probes idle before the kill: p99 {idle['kept']['p99Ms']:,.0f} ms kept alive, "
+        f"{idle['new']['p99Ms']:,.0f} ms new",
+        _ratio(worst, max(idle[k]["p99Ms"] for k in ("new", "kept"))),
+        worst <= 1000 and failed == 0,
+        source,
+    )
+
+
+def _redis_outage(outages: dict[str, Any]) -> Figure:
+    r = outages["results"]["redis"]
+    return Figure(
+        f"{r['errorsDuring']} errors of {r['requestsDuring']:,} answers while Redis was down; "
+        f"{r['socketsClosed']} of {r['clients']:,} sockets closed",
+        f"after its return: resubscribed in {r['returnToResubscribedSeconds']:.2f} s, first "
+        f"delivery through Redis {r['returnToFirstBrokerDeliverySeconds']:.2f} s",
+        None,
+        r["errorsDuring"] == 0 and r["socketsClosed"] == 0 and r["notificationsLost"] == 0,
+        "outages.json (SQLite + own Redis)",
+    )
+
+
+def _database_outage(outages: dict[str, Any]) -> Figure:
+    rows = {k: r for k, r in outages["results"].items() if k != "redis"}
+    worst = max(r["returnToFirstDeliverySeconds"] for r in rows.values())
+    fine = all(
+        r["socketsClosed"] == 0
+        and r["notificationsLost"] == 0
+        and all(k.startswith("503 +Retry-After") or k.startswith("2") for k in _codes(r))
+        for r in rows.values()
+    )
+    return Figure(
+        "; ".join(
+            f"{k}: first delivery {r['returnToFirstDeliverySeconds']:.1f} s after its return, "
+            f"{r['socketsClosed']} sockets closed"
+            for k, r in rows.items()
+        ),
+        "; ".join(f"{k}: first 201 {r['returnToFirst201Seconds']:.1f} s" for k, r in rows.items()),
+        None,
+        worst <= 5 and fine,
+        f"outages.json ({', '.join(rows)}: own servers)",
+    )
+
+
+def _codes(r: dict[str, Any]) -> set[str]:
+    return {code for counts in r["answersDuring"].values() for code in counts}
+
+
+def _campaign(campaigns: dict[str, Any]) -> Figure:
+    r = next(x for x in campaigns["results"] if x["backend"] == "sqlite")
+    done, peer = r["campaign"]["allDoneSeconds"], r["broadcast"]["allDoneSeconds"]
+    return Figure(
+        f"{r['targets']:,} targets stored and {r['connected']:,} connected reached in {done:.1f} s",
+        f"the admin broadcast of the same message to the same people, same run: {peer:.1f} s",
+        _ratio(done, peer),
+        done <= 10,
+        "campaigns.json (SQLite)",
+    )
+
+
+def _pages(web: dict[str, Any]) -> Figure:
+    pages = web["pages"]
+    worst = max(p["maxMs"] for p in pages.values())
+    return Figure(
+        ", ".join(f"{name} {p['medianMs']:.0f} ms" for name, p in pages.items())
+        + f" (median; slowest run {worst:.0f} ms)",
+        f"the app with no data, same run: {web['floorMs']:.0f} ms",
+        _ratio(worst, web["floorMs"]),
+        worst <= 1000,
+        f"web_pages.json ({web['settings']['users']:,} people, SQLite)",
     )
 
 
@@ -222,12 +328,41 @@ ROWS: Final = (
         _scale,
     ),  # fmt: skip
     Row("1,000,000 people first placed on SQLite ≤ 5 s", ("segmentation.json",), _placement),
+    *(
+        Row(
+            f"1,000,000 people first placed on {name} within 1.5× of the floor",
+            (f"segmentation_{backend}_1m.json",),
+            partial(_server_placement, backend=backend, source=f"segmentation_{backend}_1m.json"),
+        )
+        for backend, name in (("postgresql", "PostgreSQL"), ("mariadb", "MariaDB"))
+    ),
     Row(
         "admin queries p99 ≤ 10 ms at 1M, right after a write",
         ("segmentation.json",),
         _admin_after_write,
     ),  # fmt: skip
     Row("reconnect storm: 10,000 clients back ≤ 15 s after kill -9", ("ws_storm.json",), _storm),
+    *(
+        Row(
+            f"admin calls p99 ≤ 1 s during that storm ({how})",
+            (name,),
+            partial(_storm_admin, source=name),
+        )
+        for name, how in (
+            ("ws_storm.json", "one process"),
+            ("ws_storm_split.json", "the API on its own process"),
+        )
+    ),
+    Row(
+        "Redis down 10 s: nothing committed answers an error, sockets stay, nothing lost",
+        ("outages.json",),
+        _redis_outage,
+    ),  # fmt: skip
+    Row(
+        "database down 10 s: 503 + Retry-After, sockets stay, delivery ≤ 5 s after its return",
+        ("outages.json",),
+        _database_outage,
+    ),  # fmt: skip
     Row(
         "handshakes ≥ 50% of a bare websockets server's rate", ("ws_handshake.json",), _handshake
     ),  # fmt: skip
@@ -236,6 +371,8 @@ ROWS: Final = (
         ("models.json",),
         _models,
     ),  # fmt: skip
+    Row("a campaign to 100,000 targets done ≤ 10 s (SQLite)", ("campaigns.json",), _campaign),
+    Row("each role's dashboard: time to content ≤ 1 s", ("web_pages.json",), _pages),
 )
 
 

@@ -26,6 +26,7 @@ a table, writes ``bench/results/ws_storm.json``; never fails on a figure (target
 
     .venv/bin/python bench/ws_storm.py --quick          # 1,000 clients
     .venv/bin/python bench/ws_storm.py                  # 10,000 clients, 2 client processes
+    .venv/bin/python bench/ws_storm.py --split --out bench/results/ws_storm_split.json
 """
 
 from __future__ import annotations
@@ -396,15 +397,24 @@ def having(progress: dict[str, Any], k: int) -> int:
 Probe = tuple[float, float, int, float]
 
 
-class AdminProbe(threading.Thread):
-    """``GET PROBE_PATH`` with the admin token every ``interval`` s, open loop (a slow answer
-    does not delay the next request), until :meth:`stop`. A sample: issued (monotonic),
-    seconds, HTTP status (0: connection refused, -1: another transport error), seconds to
-    open a new TCP connection (0: the request reused one; -1: it never opened)."""
+#: How a probe reaches the API: ``new``, every request on a new TCP connection (open loop: a
+#: slow answer does not delay the next request); ``kept``, one kept-alive connection, each
+#: request after the previous answer (closed loop: what an admin page in a browser does).
+PROBE_KINDS: Final = ("new", "kept")
+PROBE_NOTES: Final = {"new": "a new connection each", "kept": "one kept-alive connection"}
 
-    def __init__(self, base_url: str, token: str, interval: float = PROBE_INTERVAL) -> None:
+
+class AdminProbe(threading.Thread):
+    """``GET PROBE_PATH`` with the admin token every ``interval`` s until :meth:`stop`, as
+    ``kind`` says (:data:`PROBE_KINDS`). A sample: issued (monotonic), seconds, HTTP status
+    (0: connection refused, -1: another transport error), seconds to open a new TCP
+    connection (0: the request reused one; -1: it never opened)."""
+
+    def __init__(
+        self, base_url: str, token: str, kind: str = "new", interval: float = PROBE_INTERVAL
+    ) -> None:
         super().__init__(daemon=True)
-        self.base_url, self.token, self.interval = base_url, token, interval
+        self.base_url, self.token, self.kind, self.interval = base_url, token, kind, interval
         self.samples: list[Probe] = []
         self._stop_event = threading.Event()
 
@@ -417,14 +427,22 @@ class AdminProbe(threading.Thread):
 
     async def _main(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=10) as http:
+        if self.kind == "new":
+            headers["Connection"] = "close"
+        limits = httpx.Limits(max_connections=1 if self.kind == "kept" else None)
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=10, limits=limits
+        ) as http:
             tasks: set[asyncio.Task[None]] = set()
             due = time.monotonic()
             while not self._stop_event.is_set():
-                task = asyncio.create_task(self._one(http))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                due += self.interval
+                if self.kind == "kept":
+                    await self._one(http)
+                else:
+                    task = asyncio.create_task(self._one(http))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                due = max(due + self.interval, time.monotonic())
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
             await asyncio.gather(*tasks)
 
@@ -544,17 +562,34 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     console.print(f"[bold]sqlite[/bold]: seeding {n + 1:,} users …")
     env = common.prepare_database(workdir, n + 1)
     port = common.free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    argv = [str(common.BIN / "treevu"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    serve = [str(common.BIN / "treevu"), "serve", "--host", "127.0.0.1"]
+    argv = [*serve, "--port", str(port), *(["--role", "ws"] if args.split else [])]
+    # --split: the admin API on a process of its own (--role api), killed and started again
+    # with the socket node; the probes and broadcasts go there.
+    api_port = common.free_port() if args.split else port
+    base_url = f"http://127.0.0.1:{api_port}"
     token = common.admin_token()
-    out: dict[str, Any] = {"clients": n, "clientProcesses": args.client_processes}
+    out: dict[str, Any] = {
+        "clients": n,
+        "clientProcesses": args.client_processes,
+        "deployment": "--role ws + --role api" if args.split else "--role all",
+    }
     with contextlib.ExitStack() as stack:
         started = time.monotonic()
         first = stack.enter_context(common.ServerProcess(argv, env, port, workdir / "serve-1.log"))
         out["firstStartSeconds"] = round(time.monotonic() - started, 3)
-        # The restarted server stops after the clients have closed (the stack unwinds LIFO).
-        second = common.ServerProcess(argv, env, port, workdir / "serve-2.log")
+        # The restarted servers stop after the clients have closed (the stack unwinds LIFO).
+        # Restarted under the storm, its /healthz competes with 10,000 clients for the listen
+        # queue: give it time.
+        second = common.ServerProcess(argv, env, port, workdir / "serve-2.log", start_timeout=300)
         stack.callback(second.__exit__, None, None, None)
+        apis: list[common.ServerProcess] = []
+        if args.split:
+            api_argv = [*serve, "--port", str(api_port), "--role", "api"]
+            apis = [common.ServerProcess(api_argv, env, api_port, workdir / f"api-{k}.log",
+                                         start_timeout=300) for k in (1, 2)]  # fmt: skip
+            stack.enter_context(apis[0])
+            stack.callback(apis[1].__exit__, None, None, None)
         pool = stack.enter_context(
             Clients(f"ws://127.0.0.1:{port}/ws", user_ids, args.client_processes, args.concurrency)
         )
@@ -574,11 +609,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["before"] = {**sent, "delivery": await_delivery(pool, 1, n, first_post)}
         console.print(f"  notification 1: {out['before']['delivery']['clients']:,}/{n:,} have it")
 
-        baseline = AdminProbe(base_url, token)
-        baseline.start()
+        baseline = {kind: AdminProbe(base_url, token, kind) for kind in PROBE_KINDS}
+        for p in baseline.values():
+            p.start()
         time.sleep(2)
-        baseline.stop()
-        out["adminIdle"] = probe_stats(baseline.samples, 0, math.inf)
+        for p in baseline.values():
+            p.stop()
+        out["adminIdle"] = {k: probe_stats(p.samples, 0, math.inf) for k, p in baseline.items()}
 
         armed = merge(pool.ask("arm"))
         client_cpu = common.cpu_seconds(pool.pids)
@@ -586,13 +623,17 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["loadAtKill"] = common.load_average()
         tcp_before = tcp_counters()
         killed = time.monotonic()
-        first.signal(signal.SIGKILL)
-        assert first.proc is not None
-        first.proc.wait()
+        for server in (first, *apis[:1]):
+            server.signal(signal.SIGKILL)
+            assert server.proc is not None
+            server.proc.wait()
 
         spawned = time.monotonic()
-        probe = AdminProbe(base_url, token)
-        probe.start()
+        probes = {kind: AdminProbe(base_url, token, kind) for kind in PROBE_KINDS}
+        for p in probes.values():
+            p.start()
+        if apis:
+            apis[1].__enter__()
         second.__enter__()
         ready = time.monotonic()
         cpu_at_ready = common.cpu_seconds([second.pid])
@@ -622,7 +663,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         server_cpu = common.cpu_seconds([second.pid]) - cpu_at_ready
         client_cpu = common.cpu_seconds(pool.pids) - client_cpu
         tcp_after = tcp_counters()
-        probe.stop()
+        for p in probes.values():
+            p.stop()
         load_after_storm = common.load_average()
         storm = {
             k: progress["counts"].get(k, 0) - armed["counts"].get(k, 0)
@@ -668,8 +710,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "attemptsPerClient": {"p50": a50, "p99": a99, "max": amax},
             "errorSamples": [s for r in reports for s in r["samples"]][:5],
         },
-        adminDuringStorm=probe_stats(probe.samples, spawned, all_back),
-        adminAfterReady=probe_stats(probe.samples, ready, all_back),
+        adminDuringStorm={k: probe_stats(p.samples, spawned, all_back) for k, p in probes.items()},
+        adminAfterReady={k: probe_stats(p.samples, ready, all_back) for k, p in probes.items()},
         serverCpuSeconds=round(server_cpu, 2),
         serverCpuPercent=round(100 * server_cpu / storm_wall),
         serverCpuMsPerWelcome=round(1000 * server_cpu / max(len(back), 1), 3),
@@ -692,12 +734,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     n = r["clients"]
-    title = f"Reconnect storm: {n:,} clients, treevu serve on SQLite, kill -9 and restart"
+    title = (f"Reconnect storm: {n:,} clients, treevu serve ({r['deployment']}) on SQLite, "
+             "kill -9 and restart")  # fmt: skip
     table = Table(title=f"{title} (target: all back ≤ {TARGET_SECONDS:.0f} s after the kill)")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("note")
-    s, idle, w = r["storm"], r["adminIdle"], r["welcomingAttemptSeconds"]
+    s, w = r["storm"], r["welcomingAttemptSeconds"]
     tcp = r["kernelTcpDuringStorm"]
     met = "met" if r["targetMet"] else "NOT met"
 
@@ -735,15 +778,15 @@ def print_table(r: dict[str, Any]) -> None:
         ("ids lost", f"{r['idsLost']:,}", f"of {r['idsExpected']:,} in notification_queue"),
         ("ids twice in one session", f"{r['idsTwiceInSession']:,}",
          f"again in a later session (allowed): {r['idsAgainInLaterSession']}"),
-        ("admin GET p50 / p99 / max (storm)", ms(r["adminAfterReady"]),
-         f"{r['adminAfterReady']['ok']} answered from ready to all back, "
-         f"{r['adminAfterReady']['failed']} failed; "
-         f"{r['adminDuringStorm']['refused']} refused before ready"),
-        ("  … on a kept-alive connection", ms(r["adminAfterReady"]["keptAlive"]),
-         f"{r['adminAfterReady']['keptAlive']['n']} probes; "
-         f"{r['adminAfterReady']['newConnections']['n']} opened a connection, "
-         f"TCP connect max {r['adminAfterReady']['newConnections']['connectMaxMs']} ms"),
-        ("admin GET p50 / p99 / max (idle)", ms(idle), f"{idle['ok']} before the kill"),
+        *((f"admin GET p50 / p99 / max (storm, {PROBE_NOTES[k]})", ms(a),
+           f"{a['ok']} answered from ready to all back, {a['failed']} failed, "
+           f"{r['adminDuringStorm'][k]['refused']} refused before ready; "
+           f"{a['newConnections']['n']} on a new connection "
+           f"(TCP connect max {a['newConnections']['connectMaxMs']} ms)")
+          for k, a in r["adminAfterReady"].items()),
+        *((f"admin GET p50 / p99 / max (idle, {PROBE_NOTES[k]})", ms(a),
+           f"{a['ok']} before the kill")
+          for k, a in r["adminIdle"].items()),
         ("listen queue overflows (kernel)", f"{tcp['ListenOverflows']:,}",
          f"kill → all back; SYN cookies sent {tcp['SyncookiesSent']:,}, "
          f"TCP timeouts {tcp['TCPTimeouts']:,}"),
@@ -766,6 +809,9 @@ def main() -> None:
                         help="openings in flight per process for the initial connect")  # fmt: skip
     parser.add_argument("--storm-timeout", type=float, default=600, help="give up after (s)")
     parser.add_argument("--quick", action="store_true", help="1,000 clients")
+    parser.add_argument(
+        "--split", action="store_true", help="the admin API on its own process (--role api)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     args = parser.parse_args()

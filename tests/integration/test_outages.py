@@ -1,6 +1,6 @@
 """Outages of Redis and of the database: a redis-server, a PostgreSQL and a MariaDB of the test's
-own (never the machine's), killed with SIGKILL while a server and a client are up, then started
-again.
+own (never the machine's; ``tests/own_servers.py``), killed with SIGKILL while a server and a
+client are up, then started again.
 
 Nothing that committed answers an error: creates, reads and clears succeed (rate limits count
 in the process, delivery falls back to the sweep), the socket stays open, and after Redis
@@ -10,75 +10,31 @@ returns the node resubscribes and delivery goes through it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import glob
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
-import redis
+import redis.asyncio as aioredis
 import websockets
 
-from tests.conftest import Database, LiveServer, free_port, seed_and_score, token_for, unavailable
+from tests.conftest import Database, LiveServer, seed_and_score, token_for, unavailable
+from tests.own_servers import MariaDBProcess, PostgresProcess, RedisProcess, ServerMissing
 from treevu.db.migrate import upgrade
+from treevu.notifications.broker import channel_for
 
 ADMIN = 1
 USER = 2
 
 
-class RedisProcess:
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            unavailable("redis-server (the binary)")
-        self.binary = str(binary)
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        while True:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("redis-server did not start")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
+    try:
+        process = RedisProcess(tmp_path)
+    except ServerMissing as exc:
+        unavailable(str(exc))
     process.start()
     yield process
     process.kill()
@@ -143,113 +99,12 @@ async def test_a_redis_outage_turns_nothing_committed_into_an_error(
             assert (await next_of(ws, "notification"))["notification"]["id"] == after.json()["id"]
 
 
-class _OwnServer:
-    """A database server process of the test's own, in its own process group under a
-    temporary folder: killed with SIGKILL (with its children), then removed."""
-
-    root: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def remove(self) -> None:
-        self.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class PostgresProcess(_OwnServer):
-    """A PostgreSQL server of the test's own: initdb into a temporary folder, then start,
-    SIGKILL (with its whole process group) and start again on the same port and data."""
-
-    def __init__(self) -> None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-        if not found:
-            unavailable("PostgreSQL's server binaries")
-        self.bin = Path(found[-1]).parent
-        self.root = Path(tempfile.mkdtemp(prefix="treevu-pg-"))
-        self.user = "postgres" if os.geteuid() == 0 else None  # it refuses to run as root
-        if self.user:
-            shutil.chown(self.root, self.user)
-        self.root.chmod(0o755)
-        self.data = self.root / "data"
-        self.port = free_port()
-        subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-             "--no-sync"],
-            user=self.user, check=True, capture_output=True,
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            self.process = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                 "-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                user=self.user, start_new_session=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            while self.process.poll() is None and time.monotonic() < deadline:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
-                except OSError:
-                    time.sleep(0.05)
-            if time.monotonic() > deadline:
-                raise AssertionError("postgres did not start")
-            time.sleep(0.2)  # the killed server's children are still leaving: try again
-
-
-class MariaDBProcess(_OwnServer):
-    """A MariaDB server of the test's own, like :class:`PostgresProcess`."""
-
-    def __init__(self) -> None:
-        self.bin = shutil.which("mariadbd", path="/usr/sbin:/usr/bin")
-        install = shutil.which("mariadb-install-db")
-        if self.bin is None or install is None:
-            unavailable("MariaDB's server binaries")
-        self.root = Path(tempfile.mkdtemp(prefix="treevu-mariadb-"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        subprocess.run(
-            [str(install), "--no-defaults", f"--datadir={self.data}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/mysql"
-
-    def start(self) -> None:
-        assert self.bin is not None
-        self.process = subprocess.Popen(
-            [self.bin, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", f"--socket={self.root / 'sock'}", "--user=root",
-             "--innodb-buffer-pool-size=32M", "--skip-log-bin"],
-            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.process.poll() is None, "mariadbd exited"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "mariadbd did not start"
-                time.sleep(0.05)
-
-
 @pytest.fixture(params=["postgresql", "mariadb"])
 def own_database(request: pytest.FixtureRequest) -> Iterator[PostgresProcess | MariaDBProcess]:
-    server = PostgresProcess() if request.param == "postgresql" else MariaDBProcess()
+    try:
+        server = PostgresProcess() if request.param == "postgresql" else MariaDBProcess()
+    except ServerMissing as exc:
+        unavailable(str(exc))
     server.start()
     yield server
     server.remove()
@@ -348,3 +203,74 @@ async def test_two_nodes_and_a_redis_outage_hide_nothing_from_a_resuming_client(
             assert resumed["recovered"] is True and resumed["count"] == 2
             got = [(await next_of(again, "notification"))["notification"]["id"] for _ in range(2)]
             assert got == [n0, n1.json()["id"]]  # n1 found; n2, its lastId, not sent again
+
+
+#: The Redis of the test below: ``default`` (the node's user) and ``watcher``, the test's.
+USERS: Final = ("--user", "default", "on", "nopass", "~*", "&*", "+@all",
+                "--user", "watcher", "on", ">watcher", "~*", "&*", "+@all")  # fmt: skip
+
+
+async def may_subscribe(watcher: aioredis.Redis, allowed: bool) -> None:
+    """Grant or take back the node's user's right to subscribe (nothing else changes)."""
+    sign = "+" if allowed else "-"
+    commands = [f"{sign}{c}" for c in ("subscribe", "psubscribe", "ssubscribe")]
+    await watcher.acl_setuser("default", enabled=True, nopass=True, commands=commands)
+
+
+async def test_after_a_broker_outage_a_node_resubscribes_before_it_publishes_again(
+    sqlite_database: Database, own_redis: RedisProcess
+) -> None:
+    """The node's subscription is cut and Redis refuses it again (an ACL) while it still
+    answers the node's PING and PUBLISH on its other connections: the node is up but deaf.
+    What it creates then is not published (its own clients would not hear it, and the next
+    one would overtake it): the publish is refused at once and the row waits for the sweep or
+    a resume. Once the node may subscribe it is subscribed before anything is published again.
+    The sweep is an hour away: it cannot deliver, or hide, a publish that went out too early."""
+    db = sqlite_database
+    seed_and_score(db, n_users=20)
+    own_redis.kill()
+    own_redis.start(*USERS)
+    settings = db.settings(redis_url=own_redis.url, sweep_interval=3600.0)
+    channel = channel_for(own_redis.url)
+    user = {"Authorization": f"Bearer {token_for(db, USER)}"}
+    watcher = aioredis.Redis(port=own_redis.port, username="watcher", password="watcher")
+    with LiveServer(settings) as live:
+        url = f"ws://127.0.0.1:{live.port}/ws"
+        async with (
+            watcher,
+            watcher.pubsub(ignore_subscribe_messages=True) as heard,
+            websockets.connect(url, additional_headers=user) as ws,
+        ):
+            await next_of(ws, "welcome")
+            before = create(live, db, "before").json()["id"]
+            assert (await next_of(ws, "notification"))["notification"]["id"] == before
+
+            await may_subscribe(watcher, False)
+            await watcher.client_kill_filter(_type="pubsub")
+            async with asyncio.timeout(15):  # until the node has tried again and been refused
+                while not await watcher.acl_log(count=1):
+                    await asyncio.sleep(0.05)
+            await heard.subscribe(channel)
+            held = create(live, db, "held")
+            assert held.status_code == 201, held.text
+
+            await may_subscribe(watcher, True)
+            async with asyncio.timeout(15):
+                while (await watcher.pubsub_numsub(channel))[0][1] < 2:  # watcher + node
+                    await asyncio.sleep(0.05)
+            after = create(live, db, "after").json()["id"]
+            async with asyncio.timeout(10):
+                published = None
+                while published is None:
+                    published = await heard.get_message(timeout=None)
+            # The first publish heard is the one made once the node was subscribed again.
+            assert [e[2] for e in json.loads(published["data"])] == [after]
+            assert (await next_of(ws, "notification"))["notification"]["id"] == after
+
+        # The held one is not lost: a resume from the newest id sends it (and the unacknowledged
+        # ``before``), in id order.
+        async with websockets.connect(f"{url}?lastId={after}", additional_headers=user) as again:
+            await next_of(again, "welcome")
+            assert (await next_of(again, "resumed"))["count"] == 2
+            got = [(await next_of(again, "notification"))["notification"]["id"] for _ in range(2)]
+            assert got == [before, held.json()["id"]]

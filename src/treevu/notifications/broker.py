@@ -118,6 +118,9 @@ class RedisBroker:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
+                    # Subscribed once Redis confirms it — the first reply, read here (an
+                    # error such as an ACL refusal raises): ``subscribe`` only sends.
+                    await pubsub.get_message(timeout=None)
                     self._subscribed.set()
                     try:
                         await self._relay(pubsub, receiver)
