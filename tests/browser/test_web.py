@@ -6,127 +6,100 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import insert, select
 
-from tests.conftest import REQUIRE_SERVERS, Database, LiveServer, seed_and_score, token_for
-from tests.integration.test_rewards import POOR
-from tests.integration.workflow import ADMIN, EMPLOYEES, POPULATION, execute, scalar
-from treevu.app import WEB_DIST, make_engines
-from treevu.db import EmployeeSegment, Intervention, NotificationQueue, User
+from tests.browser.conftest import (
+    ARTIFACTS,
+    admin_notify,
+    api_get,
+    axe_serious,
+    bell,
+    js,
+    open_as,
+    put_in_crisis,
+    screenshot,
+)
+from tests.conftest import Database, LiveServer, seed_and_score
+from tests.integration.workflow import ADMIN, EMPLOYEES, execute, scalar
+from treevu.app import make_engines
+from treevu.db import EmployeeSegment, NotificationQueue, User
 from treevu.db.migrate import upgrade
-from treevu.population import ROLES, generate_population
+from treevu.population import generate_population
 from treevu.services.people.seed import seed_history, write_population
-
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-AXE = ROOT / "web" / "app" / "node_modules" / "axe-core" / "axe.min.js"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BELL = "treevu-notification-bell"
-
-
-def _first(role: str) -> int:
-    return int(POPULATION.user_id[POPULATION.role == ROLES.index(role)][0])
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists() or not (WEB_DIST / "index.html").is_file():
-        what = "chromium" if not Path(CHROMIUM).exists() else "the web app (make web)"
-        if REQUIRE_SERVERS:
-            pytest.fail(f"{what} is missing and TREEVU_TEST_REQUIRE_SERVERS=1")
-        pytest.skip(f"{what} is missing")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def site(sqlite_database: Database) -> Iterator[tuple[Database, LiveServer]]:
-    seed_and_score(sqlite_database)
-    settings = sqlite_database.settings(
-        job_intervals={"campaigns.pace": 0.5},
-        admin_notifications_per_minute=1_000_000,
-        heartbeat_interval=5,
-    )
-    with LiveServer(settings) as server:
-        yield sqlite_database, server
-
-
-def open_as(
-    browser: Browser, server: LiveServer, db: Database, user_id: int, page: str = ""
-) -> Page:
-    tab = browser.new_page()
-    tab.goto(f"{server.url}/app/#token={token_for(db, user_id)}")
-    if page:
-        tab.evaluate(f"location.hash = '#/{page}'")
-    return tab
-
-
-def bell(tab: Page) -> Any:
-    return tab.locator(BELL)
-
-
-def admin_notify(server: LiveServer, db: Database, user_id: int, title: str) -> int:
-    r = httpx.post(
-        f"{server.url}/api/v1/admin/notifications",
-        json={"userId": user_id, "type": "milestone", "title": title, "message": "Well done"},
-        headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"},
-    )
-    assert r.status_code == 201, r.text
-    return int(r.json()["id"])
-
-
-def axe_serious(tab: Page) -> list[str]:
-    tab.add_script_tag(path=str(AXE))
-    found: list[dict[str, Any]] = tab.evaluate(
-        "axe.run(document).then(r => r.violations.map(v => ({id: v.id, impact: v.impact})))"
-    )
-    return [v["id"] for v in found if v["impact"] in ("serious", "critical")]
 
 
 def test_every_page_renders_with_data_and_has_no_serious_accessibility_issue(
     browser: Browser, site: tuple[Database, LiveServer]
 ) -> None:
+    """Each page shows figures and rows of the seeded company (the API's own answers, read as
+    that person), loads nothing from anywhere but this server (no CDN), and axe-core finds no
+    serious or critical issue."""
     db, server = site
     # A crisis case, so that the counselor and the manager have something to show.
-    person = next(u for u in EMPLOYEES if int(POPULATION.manager_id[u - 1]) > 0)
-    r = httpx.put(f"{server.url}/api/v1/employees/{person}/inputs", json=POOR,
-                  headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"})  # fmt: skip
-    assert r.status_code == 200
-    time.sleep(1.5)
-    counselor = scalar(db, select(Intervention.counselor_id).where(Intervention.user_id == person))
-    manager = int(POPULATION.manager_id[person - 1])
-    ARTIFACTS.mkdir(exist_ok=True)
-    pages = {
-        "employee": (EMPLOYEES[0], '[data-testid="profile"]', "Your financial wellness"),
-        "manager": (manager, '[data-testid="team-overview"]', "Your team"),
-        "counselor": (int(counselor), '[data-testid="interventions"] li', "Cases assigned"),
-        "admin": (ADMIN, "canvas", "Segments"),
-    }
-    for role, (uid, content, heading) in pages.items():
-        tab = open_as(browser, server, db, uid)
-        expect(tab.locator(content).first).to_be_visible(timeout=15_000)
-        expect(tab.get_by_role("heading", name=heading)).to_be_visible()
+    _person, name, counselor, manager = put_in_crisis(server, db)
+    employee = EMPLOYEES[0]
+    profile = api_get(server, db, employee, "/me/profile")
+    team = api_get(server, db, manager, "/team/overview")
+    at_risk = api_get(server, db, ADMIN, "/segments/at_risk/stats")
+    jobs = api_get(server, db, ADMIN, "/jobs")
+    people = api_get(server, db, ADMIN, "/segments/at_risk/employees?limit=10")["items"]
+    pages = {"employee": employee, "manager": manager, "counselor": counselor, "admin": ADMIN}
+    headings = {"employee": "Your financial wellness", "manager": "Your team",
+                "counselor": "Cases assigned to", "admin": "Segments"}  # fmt: skip
+    for role, uid in pages.items():
+        requests: list[str] = []
+        tab = open_as(browser, server, db, uid, requests=requests)
+        expect(tab.get_by_role("heading", name=headings[role])).to_be_visible(timeout=15_000)
         expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
-        if role == "admin":
-            expect(tab.locator('[data-testid="jobs"] tbody tr').first).to_be_visible()
+        if role == "employee":
+            expect(tab.get_by_test_id("wellness-score")).to_have_text(
+                js(profile["wellnessScore"]), timeout=15_000
+            )
+            expect(tab.get_by_test_id("fwi")).to_have_text(js(profile["fwiScore"]))
+            expect(tab.get_by_test_id("segment")).to_have_text(profile["segment"])
+            expect(tab.get_by_test_id("recommendation").first).to_be_visible()
+        elif role == "manager":
+            rows = tab.get_by_test_id("team-overview").locator("tbody tr")
+            expect(rows).to_have_count(len(team["segments"]), timeout=15_000)
+            for row, (segment, count) in zip(rows.all(), team["segments"].items(), strict=True):
+                shown = "hidden" if count == "suppressed" else str(count)
+                expect(row.locator("td")).to_have_text([segment.replace("_", " "), shown])
+            expect(tab.get_by_test_id("team-alerts")).to_contain_text(name)
+        elif role == "counselor":
+            case = tab.get_by_test_id("case").filter(has_text=name)
+            expect(case).to_have_count(1, timeout=15_000)
+            expect(case.get_by_test_id("status")).to_have_text("open")
+        else:
+            expect(tab.get_by_test_id("segment-stats")).to_contain_text(
+                f"{at_risk['count']:,} people ({js(at_risk['percentage'])}%)", timeout=15_000
+            )
+            expect(tab.get_by_test_id("jobs").locator("tbody tr")).to_have_count(len(jobs))
+            expect(
+                tab.get_by_test_id("segment-employees").locator("tbody tr td:first-child")
+            ).to_have_text([p["name"] for p in people])
+            charts = tab.locator('[data-page="admin"] figure canvas')
+            expect(charts).to_have_count(2)
+            expect(charts.first).to_have_attribute(
+                "aria-label", re.compile(rf"at_risk {at_risk['count']}\b")
+            )
             # This very page's bell is one open connection at least.
             expect(tab.get_by_test_id("live-connections")).to_have_text(re.compile(r"^[1-9]"))
-        tab.screenshot(path=str(ARTIFACTS / f"{role}.png"), full_page=True)
+        screenshot(tab, f"{role}.png")
         assert axe_serious(tab) == [], role
         assert "token=" not in tab.url  # the fragment is cleared once kept
+        # Nothing from a CDN: every request (scripts, styles, fonts, API, the socket) is ours.
         tab.close()
+        origins = {f"{u.scheme}://{u.netloc}" for u in map(urlsplit, requests)}
+        assert origins <= {server.url, server.url.replace("http", "ws")}, (role, origins)
+        assert any(u.endswith(".js") for u in requests) and any("/ws" in u for u in requests)
 
 
 def test_a_toast_the_counter_and_mark_read_across_two_tabs(
@@ -288,11 +261,7 @@ def history_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dat
 
 
 def admin_get(server: LiveServer, db: Database, path: str) -> Any:
-    r = httpx.get(
-        f"{server.url}/api/v1{path}", headers={"Authorization": f"Bearer {token_for(db, ADMIN)}"}
-    )
-    assert r.status_code == 200, r.text
-    return r.json()
+    return api_get(server, db, ADMIN, path)
 
 
 def shown(count: int | str) -> str:

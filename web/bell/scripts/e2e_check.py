@@ -1,6 +1,7 @@
 """End-to-end check of the built bell (dist/) in Chromium against a real treevu server.
 
-Not part of `npm run build`; run it by hand after `npm run build`, from the repository root:
+Not part of `npm run build`; `make test` runs it (tests/browser/test_bell.py, after `npm ci`
+and `npm run build`), and by hand after `npm run build`, from the repository root:
 
     .venv/bin/python web/bell/scripts/e2e_check.py
 

@@ -1,4 +1,5 @@
 // Self-check of the built package (run after `npm run build`): node scripts/self-check.mjs
+// (`make test` runs it: tests/browser/test_bell.py).
 // No browser needed: it checks the reconnect timing rules, the message parsing, that the
 // package loads where there is no DOM (server rendering), and what the React wrapper renders.
 import assert from "node:assert/strict";

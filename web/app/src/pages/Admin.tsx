@@ -111,7 +111,7 @@ export function AdminPage({ me }: { me: Schemas["Me"] }) {
             {stats.data.interventionType}
           </p>
         )}
-        <table>
+        <table data-testid="segment-employees">
           <thead>
             <tr>
               <th scope="col">Person</th>

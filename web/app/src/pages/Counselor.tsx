@@ -20,9 +20,9 @@ export function CounselorPage({ me }: { me: Schemas["Me"] }) {
         <Problem error={list.error} />
         <ul className="plain" data-testid="interventions">
           {(list.data?.items ?? []).map((i) => (
-            <li key={i.id}>
+            <li key={i.id} data-testid="case" data-status={i.status}>
               <strong>{i.employeeName}</strong> · <span data-testid="status">{i.status}</span>
-              <ol>
+              <ol aria-label={`Plan for ${i.employeeName}`}>
                 {((i.plan as { steps?: string[] }).steps ?? []).map((s) => (
                   <li key={s}>{s}</li>
                 ))}

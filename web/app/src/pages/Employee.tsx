@@ -45,7 +45,7 @@ export function EmployeePage({ me }: { me: Schemas["Me"] }) {
         {tier.data && (
           <div data-testid="tier">
             <div className="big">{tier.data.tier}</div>
-            <p>{tier.data.points.toLocaleString()} points</p>
+            <p data-testid="points">{tier.data.points.toLocaleString()} points</p>
             {tier.data.nextTier && tier.data.pointsToNext !== null && (
               <>
                 <label htmlFor="tier-progress">
@@ -67,7 +67,7 @@ export function EmployeePage({ me }: { me: Schemas["Me"] }) {
         <Problem error={recs.error} />
         <ul className="plain" data-testid="recommendations">
           {(recs.data ?? []).map((r) => (
-            <li key={r.id}>
+            <li key={r.id} data-testid="recommendation" data-id={r.id}>
               <strong>{r.title}</strong>
               <div className="muted">{r.description}</div>
               <button onClick={() => post(`/me/recommendations/${r.id}/click`)}>Open</button>{" "}
