@@ -105,6 +105,18 @@ async def test_inputs_over_rest_and_trpc_tell_each_moved_person_once(seeded: Dat
         assert len(told) == 1, (user, told)
 
 
+def _cli_environment(db: Database) -> dict[str, str]:
+    """The environment of a ``treevu`` process on ``db`` (no ``TREEVU_*`` but these)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEVU_")}
+    return env | {
+        "TREEVU_DATABASE_URL": db.url,
+        "TREEVU_JWT_SECRET": SECRET,
+        "TREEVU_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",  # rich wraps its messages at the terminal width
+    }
+
+
 #: Runs the ``treevu`` command line in this interpreter and reports whether it built a socket
 #: hub or a delivery side (importing their modules is allowed; building one is not).
 _CLI = """
@@ -131,13 +143,7 @@ async def test_treevu_notify_stores_a_row_the_running_server_delivers(seeded: Da
     """``treevu notify`` in its own process (no Redis: nobody to publish to) imports no socket
     hub; the server's tail finds the committed row and sends it to the connected user."""
     user = _outside_crisis(seeded, 1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEVU_")}
-    env |= {
-        "TREEVU_DATABASE_URL": seeded.url,
-        "TREEVU_JWT_SECRET": SECRET,
-        "TREEVU_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        "NO_COLOR": "1",
-    }
+    env = _cli_environment(seeded)
     with LiveServer(seeded.settings()) as server:
         async with NotificationClient(
             f"ws://127.0.0.1:{server.port}/ws", token_for(seeded, user)
@@ -173,14 +179,7 @@ async def test_treevu_notify_stores_a_row_the_running_server_delivers(seeded: Da
 
 @pytest.mark.parametrize("bad", ['{"a": ' * 40 + "1" + "}" * 40, "[1]"])
 def test_treevu_notify_refuses_bad_data_and_stores_nothing(seeded: Database, bad: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEVU_")}
-    env |= {
-        "TREEVU_DATABASE_URL": seeded.url,
-        "TREEVU_JWT_SECRET": SECRET,
-        "TREEVU_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    }
+    env = _cli_environment(seeded)
     before = rows(seeded, select(NotificationQueue.id))
     args = ["notify", "--user", "2", "--type", "milestone", "--title", "t", "--message", "m"]
     done = subprocess.run(

@@ -6,30 +6,16 @@ company's own first placement tells no one (docs/decisions.md).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
 from tests.conftest import Database, LiveServer, token_for
+from tests.integration.test_any_process import CRISIS_INPUTS
 from tests.integration.workflow import rows
 from treevu.client import NotificationClient
 from treevu.db import Intervention, NotificationQueue, OutboxEvent, User
 from treevu.db.outbox import SEGMENT_CHANGED
-
-#: Inputs that put anyone in crisis_intervention (SPEC §3: fwiScore well under 30).
-CRISIS_INPUTS: dict[str, Any] = {
-    "monthlyIncome": 1000,
-    "monthlySpending": 5000,
-    "savingsBalance": 0,
-    "monthlyDebtPayments": 900,
-    "ewaAdvances30d": 6,
-    "alerts30d": 9,
-    "activeDays30d": 1,
-    "goalsCompleted90d": 0,
-    "lessonsCompleted90d": 0,
-    "treePoints": 0,
-}
 
 
 def _one(db: Database, role: str) -> int:
