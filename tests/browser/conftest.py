@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import select
 
 from tests.conftest import REQUIRE_SERVERS, Database, LiveServer, seed_and_score, token_for
@@ -92,6 +92,16 @@ def open_as(
 
 def bell(tab: Page) -> Any:
     return tab.locator(BELL)
+
+
+def two_connected_tabs(
+    browser: Browser, server: LiveServer, db: Database, user_id: int
+) -> tuple[Page, Page]:
+    """Two tabs of one person, each with its bell connected."""
+    tabs = open_as(browser, server, db, user_id), open_as(browser, server, db, user_id)
+    for tab in tabs:
+        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
+    return tabs
 
 
 def deep_focus(tab: Page) -> dict[str, Any]:

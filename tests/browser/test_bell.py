@@ -22,7 +22,7 @@ from tests.browser.conftest import (
     bell,
     deep_focus,
     missing,
-    open_as,
+    two_connected_tabs,
 )
 from tests.conftest import Database, LiveServer, seed_and_score, token_for
 from tests.integration.workflow import EMPLOYEES
@@ -45,9 +45,7 @@ def test_the_bell_by_keyboard_mark_one_then_all_read_in_two_tabs(
 ) -> None:
     db, server = site
     uid = EMPLOYEES[6]
-    one, two = open_as(browser, server, db, uid), open_as(browser, server, db, uid)
-    for tab in (one, two):
-        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
+    one, two = two_connected_tabs(browser, server, db, uid)
     before = int(bell(one).get_attribute("data-unread") or 0)
     admin_notify(server, db, uid, "First of two")
     admin_notify(server, db, uid, "Second of two")

@@ -26,6 +26,7 @@ from tests.browser.conftest import (
     open_as,
     put_in_crisis,
     screenshot,
+    two_connected_tabs,
 )
 from tests.conftest import Database, LiveServer, seed_and_score
 from tests.integration.workflow import ADMIN, EMPLOYEES, execute, scalar
@@ -107,9 +108,7 @@ def test_a_toast_the_counter_and_mark_read_across_two_tabs(
 ) -> None:
     db, server = site
     uid = EMPLOYEES[1]
-    one, two = open_as(browser, server, db, uid), open_as(browser, server, db, uid)
-    for tab in (one, two):
-        expect(bell(tab)).to_have_attribute("data-state", "connected", timeout=15_000)
+    one, two = two_connected_tabs(browser, server, db, uid)
     before = int(bell(one).get_attribute("data-unread") or 0)
     admin_notify(server, db, uid, "Saved three months")
     for tab in (one, two):
